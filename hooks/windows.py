@@ -1,0 +1,92 @@
+"""The six rate-limit windows and the providers' clocks, as pure functions of `now`.
+
+Minute and hour windows are always treated as rolling: counting every unit of the last 60 s
+(or 3600 s) is never looser than a provider's fixed minute, so it is safe for both kinds.
+Daily windows follow the provider: `midnight` resets at 00:00 in its timezone (DST-aware),
+`rolling` counts the last 24 h.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+WINDOWS: tuple[str, ...] = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
+SECONDS: dict[str, int] = {"m": 60, "h": 3600, "d": 86400}
+# Rolling windows count usage in slots of 1/60 of the window; a slot leaves the window only
+# when all of it has, so keypool may wait up to one slot longer than needed, never less.
+SLOTS_PER_WINDOW = 60
+
+
+@dataclass(frozen=True)
+class ResetRule:
+    mode: str = "rolling"  # "rolling" | "midnight"
+    timezone: str = "UTC"
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> ResetRule:
+        data = data or {}
+        return cls(mode=str(data.get("mode", "rolling")), timezone=str(data.get("timezone", "UTC")))
+
+
+def length(window: str) -> int:
+    return SECONDS[window[-1]]
+
+
+def is_tokens(window: str) -> bool:
+    return window[0] == "t"
+
+
+def is_fixed(window: str, rule: ResetRule) -> bool:
+    return window[-1] == "d" and rule.mode == "midnight"
+
+
+@lru_cache(maxsize=32)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def day_start(rule: ResetRule, now: float) -> float:
+    """Epoch seconds of the last 00:00 in the rule's timezone at or before `now`."""
+    tz = _zone(rule.timezone)
+    local = datetime.fromtimestamp(now, tz)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight.timestamp()
+
+
+def next_reset(rule: ResetRule, now: float) -> float:
+    """Epoch seconds of the next 00:00 in the rule's timezone strictly after `now`.
+
+    Computed on the calendar, not as start + 86400, because DST days last 23 or 25 hours.
+    """
+    tz = _zone(rule.timezone)
+    local = datetime.fromtimestamp(now, tz)
+    tomorrow = (local + timedelta(days=1)).date()
+    return datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=tz).timestamp()
+
+
+def slot_width(window: str) -> int:
+    return length(window) // SLOTS_PER_WINDOW
+
+
+def slot_of(window: str, t: float) -> int:
+    """Index of the slot that holds time `t` in a rolling window."""
+    return int(t // slot_width(window))
+
+
+def oldest_live_slot(window: str, now: float) -> int:
+    """Slots at or after this index still count toward a rolling window at `now`: a slot
+    counts while any part of it lies within the last window length."""
+    return int((now - length(window)) // slot_width(window))
+
+
+def slot_expiry(window: str, slot: int) -> float:
+    """Moment a rolling slot stops counting: when its end is a full window in the past."""
+    return (slot + 1) * slot_width(window) + length(window)
+
+
+def fixed_period(window: str, rule: ResetRule, now: float) -> tuple[float, float]:
+    """Start and end of the fixed (calendar) period holding `now`."""
+    return day_start(rule, now), next_reset(rule, now)
