@@ -1,0 +1,154 @@
+"""Which key takes the next request: an availability index per model group.
+
+Scanning every deployment on every request costs O(N) at 3,000 deployments. Instead each
+group keeps the deployments believed to have room (`ready`, random pick with O(1) removal)
+and those that will not before a known moment (`sleeping`, a heap by wake time). A refused
+deployment sleeps until its bucket's computed wake time, so each exhausted key is looked at
+once per window rather than once per request; the store's atomic acquire stays the truth.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from hooks.buckets import INF, Admission, Buckets, plan
+from hooks.keyinfo import KeyInfo
+
+
+def park_scopes(info: KeyInfo) -> list[str]:
+    """Every scope whose park keeps this deployment out, from narrowest to widest."""
+    return [f"dep:{info.deployment_id}", f"key:{info.fingerprint}", f"bucket:{info.bucket}", f"owner:{info.owner}"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    info: KeyInfo
+    admission: Admission
+    tokens: int
+
+
+class NoCapacity(Exception):
+    """Nothing in the group can take the request; `wake_at` is the earliest moment one may."""
+
+    def __init__(self, group: str, wake_at: float, too_large: bool) -> None:
+        super().__init__(group)
+        self.group = group
+        self.wake_at = wake_at
+        self.too_large = too_large
+
+
+class GroupIndex:
+    def __init__(self, infos: Iterable[KeyInfo], rng: random.Random | None = None) -> None:
+        self.infos: dict[str, KeyInfo] = {i.deployment_id: i for i in infos}
+        self._rng = rng or random.Random()
+        self._ready: list[str] = list(self.infos)
+        self._pos: dict[str, int] = {d: n for n, d in enumerate(self._ready)}
+        self._sleeping: list[tuple[float, str]] = []
+        self._wake_at: dict[str, float] = {}
+        self.by_bucket: dict[str, list[str]] = {}
+        for info in self.infos.values():
+            self.by_bucket.setdefault(info.bucket, []).append(info.deployment_id)
+
+    def _remove_ready(self, dep: str) -> None:
+        n = self._pos.pop(dep)
+        last = self._ready.pop()
+        if last != dep:
+            self._ready[n] = last
+            self._pos[last] = n
+
+    def _add_ready(self, dep: str) -> None:
+        if dep not in self._pos:
+            self._pos[dep] = len(self._ready)
+            self._ready.append(dep)
+        self._wake_at.pop(dep, None)
+
+    def sleep(self, dep: str, until: float) -> None:
+        if dep in self._pos:
+            self._remove_ready(dep)
+        self._wake_at[dep] = until
+        heapq.heappush(self._sleeping, (until, dep))
+
+    def wake(self, now: float) -> None:
+        while self._sleeping and self._sleeping[0][0] <= now:
+            until, dep = heapq.heappop(self._sleeping)
+            if self._wake_at.get(dep) == until:  # skip entries superseded by a later sleep
+                self._add_ready(dep)
+
+    def wake_bucket(self, bucket: str) -> None:
+        """Capacity came back early (tokens released, a park lifted): look again."""
+        for dep in self.by_bucket.get(bucket, ()):
+            self._add_ready(dep)
+
+    def earliest_wake(self) -> float:
+        live = [u for u, d in self._sleeping if self._wake_at.get(d) == u]
+        return min(live, default=INF)
+
+    def pick(self, skip: set[str]) -> str | None:
+        """A random ready deployment not in `skip`, or None."""
+        if len(skip) >= len(self._ready):
+            free = [d for d in self._ready if d not in skip]
+            return self._rng.choice(free) if free else None
+        while True:
+            dep = self._ready[self._rng.randrange(len(self._ready))]
+            if dep not in skip:
+                return dep
+
+    def counts(self) -> tuple[int, int]:
+        return len(self._ready), len(self._wake_at)
+
+
+def estimate_tokens(prompt_tokens: int, max_tokens: int | None, info: KeyInfo) -> int:
+    """Tokens to reserve: the prompt plus the completion ceiling. Providers such as Cerebras
+    reserve input + max_completion_tokens up front, so the ceiling is what they count."""
+    completion = max_tokens if max_tokens and max_tokens > 0 else info.default_completion_tokens
+    return max(1, prompt_tokens) + completion
+
+
+async def choose(
+    index: GroupIndex,
+    store: Buckets,
+    group: str,
+    prompt_tokens: int,
+    max_tokens: int | None,
+    now: float,
+    exclude: set[str] = frozenset(),  # type: ignore[assignment]
+    allowed: set[str] | None = None,
+    recheck_cap: float = math.inf,
+) -> Choice:
+    """Reserve the first deployment with room in every window; raise NoCapacity if none.
+
+    `recheck_cap` bounds how long a refused deployment sleeps when other processes share the
+    store: their releases cannot wake this process's index.
+    """
+    index.wake(now)
+    skip: set[str] = set(exclude)
+    if allowed is not None:
+        skip |= {d for d in index.infos if d not in allowed}
+    too_large = 0
+    refused = 0
+    while True:
+        dep = index.pick(skip)
+        if dep is None:
+            break
+        info = index.infos[dep]
+        tokens = estimate_tokens(prompt_tokens, max_tokens, info)
+        checks = plan(info.limits, info.reset, tokens, now)
+        verdict = await store.acquire(info.bucket, checks, park_scopes(info), now)
+        if verdict.ok:
+            return Choice(info, verdict, tokens)
+        refused += 1
+        if verdict.reason.startswith("too_large"):
+            too_large += 1
+            skip.add(dep)  # this request can never fit this key; smaller ones may
+            continue
+        index.sleep(dep, min(verdict.wake_at, now + recheck_cap))
+    only_too_large = refused > 0 and too_large == refused and index.earliest_wake() == INF
+    raise NoCapacity(group, index.earliest_wake(), only_too_large)
+
+
+def infos_of(deployments: Sequence[dict]) -> list[KeyInfo]:
+    return [i for i in (KeyInfo.from_deployment(d) for d in deployments) if i is not None]

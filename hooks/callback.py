@@ -1,0 +1,388 @@
+"""The LiteLLM callback: admission before each attempt, classification after each failure,
+settlement after each success. Decisions live in admission/cooldowns/classify; this module
+wires them to LiteLLM's hook API and to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import litellm
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.types.router import RouterRateLimitError
+
+from hooks import windows
+from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
+from hooks.buckets import Buckets, MemoryBuckets, RedisBuckets
+from hooks.classify import Kind, classify
+from hooks.cooldowns import PERSISTENT_KINDS, parks_for
+from hooks.keyinfo import KeyInfo
+from hooks.learn import corrections
+
+log = logging.getLogger("keypool")
+
+RESERVATION_TTL = 900.0  # forget an unsettled reservation after this; its units stay counted
+MAX_TRACKED_REQUESTS = 20_000
+
+
+@dataclass
+class Reservation:
+    info: KeyInfo
+    tokens: int
+    slots: tuple[tuple[str, int], ...]
+    at: float
+
+
+@dataclass
+class RequestState:
+    """What keypool remembers about one client request across its attempts."""
+
+    created: float
+    prompt_tokens: int | None = None
+    tried: set[str] = field(default_factory=set)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    client_error: Exception | None = None
+    last_error: Exception | None = None
+
+
+def _metadata_model_info(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    params = data.get("litellm_params") or {}
+    info = params.get("model_info") if isinstance(params, Mapping) else None
+    if not info:
+        info = data.get("model_info") or (data.get("metadata") or {}).get("model_info") or {}
+    return info if isinstance(info, Mapping) else {}
+
+
+def _call_id(data: Mapping[str, Any]) -> str:
+    return str(data.get("litellm_call_id") or (data.get("metadata") or {}).get("litellm_call_id") or "")
+
+
+def _max_tokens(data: Mapping[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = data.get(name)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _headers_of(exc: BaseException) -> dict[str, str]:
+    raw = getattr(exc, "litellm_response_headers", None)
+    if raw is None:
+        response = getattr(exc, "response", None)
+        raw = getattr(response, "headers", None)
+    try:
+        return {str(k).lower(): str(v) for k, v in dict(raw or {}).items()}
+    except (TypeError, ValueError):
+        return {}
+
+
+def _provider_headers(response: Any) -> dict[str, str]:
+    hidden = getattr(response, "_hidden_params", None) or {}
+    extra = hidden.get("additional_headers") or {}
+    out = {}
+    for k, v in extra.items():
+        key = str(k).lower()
+        out[key.removeprefix("llm_provider-")] = str(v)
+    return out
+
+
+def _build_store() -> Buckets:
+    url = os.environ.get("REDIS_URL", "").strip()
+    if url:
+        return RedisBuckets(url, prefix=os.environ.get("KEYPOOL_REDIS_PREFIX", "keypool:"))
+    data_dir = Path(os.environ.get("KEYPOOL_DATA_DIR", "data"))
+    return MemoryBuckets(persist_path=data_dir / "parks.json")
+
+
+class KeypoolHook(CustomLogger):
+    def __init__(self, store: Buckets | None = None) -> None:
+        super().__init__()
+        self._store = store
+        self.shared = bool(os.environ.get("REDIS_URL", "").strip()) if store is None else False
+        self.indexes: dict[str, GroupIndex] = {}
+        self._deployments: dict[str, dict[str, Any]] = {}
+        self._requests: OrderedDict[str, RequestState] = OrderedDict()
+        self._ambiguous: Counter[str] = Counter()
+        self._transient: Counter[str] = Counter()
+        self._breaker_opens: Counter[str] = Counter()
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._limits_logged: set[tuple[str, str, str, int]] = set()
+
+    @property
+    def store(self) -> Buckets:
+        if self._store is None:
+            self._store = _build_store()
+        return self._store
+
+    # ---- bookkeeping -------------------------------------------------------------------
+    def _request(self, call_id: str, now: float) -> RequestState:
+        state = self._requests.get(call_id)
+        if state is None:
+            state = self._requests[call_id] = RequestState(created=now)
+            while len(self._requests) > MAX_TRACKED_REQUESTS:
+                self._requests.popitem(last=False)
+            oldest = next(iter(self._requests.values()))
+            if now - oldest.created > RESERVATION_TTL:
+                self._expire(now)
+        return state
+
+    def _expire(self, now: float) -> None:
+        for cid in [c for c, s in self._requests.items() if now - s.created > RESERVATION_TTL]:
+            del self._requests[cid]
+
+    def _index(self, group: str, deployments: Sequence[dict[str, Any]]) -> GroupIndex | None:
+        index = self.indexes.get(group)
+        if index is None or any(d["model_info"]["id"] not in index.infos for d in deployments[:1]):
+            infos = infos_of(deployments)
+            if not infos:
+                return None
+            index = self.indexes[group] = GroupIndex(infos)
+            for d in deployments:
+                self._deployments[d["model_info"]["id"]] = d
+        return index
+
+    # ---- admission ---------------------------------------------------------------------
+    async def async_filter_deployments(
+        self,
+        model: str,
+        healthy_deployments: list,
+        messages: list | None,
+        request_kwargs: dict | None = None,
+        parent_otel_span: Any = None,
+    ) -> list[dict]:
+        if not healthy_deployments:
+            return healthy_deployments
+        index = self._index(model, healthy_deployments)
+        if index is None:
+            return healthy_deployments
+        kwargs = request_kwargs or {}
+        now = time.time()
+        state = self._request(_call_id(kwargs) or f"anon-{id(kwargs)}", now)
+        if state.client_error is not None:
+            # The client's own error already came back once: no other key should see it.
+            raise state.client_error
+        if state.prompt_tokens is None:
+            state.prompt_tokens = self._count_prompt(healthy_deployments[0], messages)
+        allowed = None
+        if len(healthy_deployments) != len(index.infos):
+            allowed = {d["model_info"]["id"] for d in healthy_deployments}
+        try:
+            choice = await choose(
+                index,
+                self.store,
+                model,
+                state.prompt_tokens,
+                _max_tokens(kwargs),
+                now,
+                exclude=state.tried,
+                allowed=allowed,
+                recheck_cap=1.0 if self.shared else math.inf,
+            )
+        except NoCapacity as exc:
+            self.counts[(model, "pool_429")] += 1
+            if state.last_error is not None and not math.isfinite(exc.wake_at):
+                # Every key left was tried for this request and failed: say what failed.
+                raise state.last_error from None
+            if exc.too_large:
+                raise litellm.BadRequestError(
+                    message=f"keypool: the request's token estimate exceeds a token window of every key in {model}",
+                    model=model,
+                    llm_provider="keypool",
+                ) from None
+            if not math.isfinite(exc.wake_at):
+                raise litellm.ServiceUnavailableError(
+                    message=f"keypool: no usable key left in {model} (dead, unpaid or without this model)",
+                    model=model,
+                    llm_provider="keypool",
+                ) from None
+            raise RouterRateLimitError(
+                model=model, cooldown_time=max(1.0, exc.wake_at - now), enable_pre_call_checks=False, cooldown_list=[]
+            ) from None
+        dep = choice.info.deployment_id
+        state.tried.add(dep)
+        state.reservations[dep] = Reservation(choice.info, choice.tokens, choice.admission.slots, now)
+        return [self._deployments.get(dep) or next(d for d in healthy_deployments if d["model_info"]["id"] == dep)]
+
+    @staticmethod
+    def _count_prompt(deployment: Mapping[str, Any], messages: list | None) -> int:
+        if not messages:
+            return 1
+        try:
+            return int(litellm.token_counter(model=deployment["litellm_params"]["model"], messages=messages))
+        except Exception:  # an odd message shape must not block admission: fall back to size
+            return max(1, len(json.dumps(messages, default=str)) // 4)
+
+    # ---- settlement --------------------------------------------------------------------
+    async def _settle(self, res: Reservation, actual: int | None) -> None:
+        delta = (actual if actual is not None else 0) - res.tokens
+        if delta == 0 or not res.slots:
+            return
+        for window, slot in res.slots:
+            await self.store.adjust(res.info.bucket, window, slot, delta, windows.length(window) * 2 + 120)
+        if delta < 0:
+            for index in self.indexes.values():
+                index.wake_bucket(res.info.bucket)
+
+    async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        try:
+            await self._on_success(kwargs, response_obj)
+        except Exception:
+            log.exception("keypool: success bookkeeping failed")
+
+    async def _on_success(self, kwargs: dict, response_obj: Any) -> None:
+        dep = str(_metadata_model_info(kwargs).get("id") or "")
+        state = self._requests.get(_call_id(kwargs))
+        res = state.reservations.pop(dep, None) if state else None
+        usage = getattr(response_obj, "usage", None)
+        total = getattr(usage, "total_tokens", None) if usage is not None else None
+        if res is not None:
+            await self._settle(res, int(total) if isinstance(total, int) else res.tokens)
+            info = res.info
+        else:
+            d = self._deployments.get(dep)
+            info = KeyInfo.from_deployment(d) if d else None
+        if info is None:
+            return
+        self._ambiguous.pop(info.bucket, None)
+        self._transient.pop(dep, None)
+        self._breaker_opens.pop(dep, None)
+        await self._learn(info, _provider_headers(response_obj))
+
+    async def _learn(self, info: KeyInfo, headers: Mapping[str, str]) -> None:
+        """Groq and Cerebras state their counters on every success: trust them when tighter."""
+        now = time.time()
+        for fix in corrections(info.provider, headers):
+            catalog = info.limits.get(fix.window)
+            if fix.limit is not None and catalog is not None and fix.limit != catalog:
+                mark = (info.provider, info.model, fix.window, fix.limit)
+                if mark not in self._limits_logged:
+                    self._limits_logged.add(mark)
+                    log.warning(
+                        json.dumps(
+                            {
+                                "event": "limit_differs",
+                                "provider": info.provider,
+                                "model": info.model,
+                                "window": fix.window,
+                                "catalog": catalog,
+                                "provider_says": fix.limit,
+                            }
+                        )
+                    )
+            if fix.remaining is not None and fix.remaining <= 0 and fix.reset_in is not None:
+                await self.store.park(f"bucket:{info.bucket}", now + fix.reset_in, f"header:{fix.window}")
+
+    # ---- failures ----------------------------------------------------------------------
+    async def async_post_call_failure_deployment_hook(
+        self,
+        request_data: Mapping[str, object],
+        exception: Exception,
+        call_type: Any,
+        fallback_depth: int | None = None,
+    ) -> None:
+        try:
+            await self._on_failure(request_data, exception)
+        except Exception:
+            log.exception("keypool: failure bookkeeping failed")
+
+    async def _on_failure(self, data: Mapping[str, Any], exc: Exception) -> None:
+        now = time.time()
+        dep = str(_metadata_model_info(data).get("id") or "")
+        state = self._requests.get(_call_id(data))
+        res = state.reservations.pop(dep, None) if state else None
+        d = self._deployments.get(dep)
+        info = res.info if res else (KeyInfo.from_deployment(d) if d else None)
+        if info is None:
+            return
+        if res is not None:
+            await self._settle(res, 0)  # the provider refused: tokens come back
+        status = getattr(exc, "status_code", None)
+        status = status if isinstance(status, int) else None
+        verdict = classify(info.provider, status, _headers_of(exc), str(getattr(exc, "message", exc)), now)
+        if state is not None:
+            state.last_error = exc
+            if verdict.kind in (Kind.CLIENT_ERROR, Kind.TOO_LARGE):
+                state.client_error = exc
+        if verdict.kind == Kind.TRANSIENT:
+            self._transient[dep] += 1
+        parks = parks_for(
+            verdict,
+            info,
+            now,
+            ambiguous_strikes=self._ambiguous[info.bucket],
+            transient_strikes=self._transient[dep] - 1 if verdict.kind == Kind.TRANSIENT else 0,
+            breaker_opens=self._breaker_opens[dep],
+        )
+        if verdict.kind == Kind.AMBIGUOUS_429:
+            self._ambiguous[info.bucket] += 1
+        for park in parks:
+            await self.store.park(park.scope, park.until, park.reason)
+            if park.scope.startswith("dep:"):
+                self._breaker_opens[dep] += 1
+                self._transient.pop(dep, None)
+        if verdict.kind in PERSISTENT_KINDS:
+            self._persisted(info, verdict.kind)
+        self.counts[(info.provider, verdict.kind.value)] += 1
+        log.info(
+            json.dumps(
+                {
+                    "event": "upstream_failure",
+                    "provider": info.provider,
+                    "model": info.model,
+                    "deployment": dep,
+                    "key": info.fingerprint,
+                    "status": status,
+                    "class": verdict.kind.value,
+                    "window": verdict.window,
+                    "retry_after": verdict.retry_after,
+                    "parked": [
+                        {"scope": p.scope, "until": p.until if math.isfinite(p.until) else "never"} for p in parks
+                    ],
+                    "reason": verdict.reason,
+                }
+            )
+        )
+
+    def _persisted(self, info: KeyInfo, kind: Kind) -> None:
+        log.warning(json.dumps({"event": "key_out", "key": info.fingerprint, "class": kind.value}))
+
+    # ---- visibility --------------------------------------------------------------------
+    async def pool_state(self) -> dict[str, Any]:
+        """Per model group: keys ready, sleeping, parked (by scope, until when, why)."""
+        now = time.time()
+        parks = await self.store.parks("")
+        groups: dict[str, Any] = {}
+        for group, index in sorted(self.indexes.items()):
+            index.wake(now)
+            ready, sleeping = index.counts()
+            parked = []
+            for info in index.infos.values():
+                for scope in (
+                    f"dep:{info.deployment_id}",
+                    f"key:{info.fingerprint}",
+                    f"bucket:{info.bucket}",
+                    f"owner:{info.owner}",
+                ):
+                    if scope in parks:
+                        until, why = parks[scope]
+                        parked.append(
+                            {
+                                "deployment": info.deployment_id,
+                                "key": info.fingerprint,
+                                "scope": scope,
+                                "until": until if math.isfinite(until) else None,
+                                "reason": why,
+                            }
+                        )
+                        break
+            groups[group] = {"keys": len(index.infos), "ready": ready, "sleeping": sleeping, "parked": parked}
+        return {"at": now, "groups": groups, "failures": {f"{p}:{k}": n for (p, k), n in self.counts.items()}}

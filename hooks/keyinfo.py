@@ -1,0 +1,57 @@
+"""What keypool knows about one deployment, read from its `model_info.keypool` (written by
+the generator). This is the only contract between the generator and the hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hooks import windows
+from hooks.windows import ResetRule
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    deployment_id: str
+    group: str
+    provider: str
+    model: str
+    key_index: int
+    fingerprint: str
+    owner: str
+    limit_scope: str
+    limits: Mapping[str, int]
+    reset: ResetRule
+    default_completion_tokens: int
+    context_window: int | None
+    # Keys of one owner share this bucket: the provider counts per owner, not per key.
+    bucket: str = field(default="")
+
+    @classmethod
+    def from_deployment(cls, deployment: Mapping[str, Any]) -> KeyInfo | None:
+        info = deployment.get("model_info") or {}
+        kp = info.get("keypool")
+        if not isinstance(kp, Mapping):
+            return None
+        scope = str(kp.get("limit_scope", "per_model"))
+        provider = str(kp["provider"])
+        model = str(kp["model"])
+        owner = str(kp["owner"])
+        bucket = f"{owner}|*" if scope == "account" else f"{owner}|{model}"
+        limits = {w: int(v) for w, v in (kp.get("limits") or {}).items() if w in windows.WINDOWS}
+        return cls(
+            deployment_id=str(info["id"]),
+            group=str(deployment.get("model_name", f"{provider}/{model}")),
+            provider=provider,
+            model=model,
+            key_index=int(kp["key_index"]),
+            fingerprint=str(kp["key_fingerprint"]),
+            owner=owner,
+            limit_scope=scope,
+            limits=limits,
+            reset=ResetRule.from_dict(kp.get("daily_reset")),
+            default_completion_tokens=int(kp.get("default_completion_tokens") or 1024),
+            context_window=int(kp["context_window"]) if kp.get("context_window") else None,
+            bucket=bucket,
+        )
