@@ -1,0 +1,379 @@
+"""Report on the usage ledger, or prune it.
+
+    python scripts/usage_report.py [--since 1h|24h|7d|ISO] [--until ISO]
+                                   [--by provider|model|key|owner] [--json | --csv]
+                                   [--top N] [--db URL] [--data-dir DIR] [--env-file .env]
+    python scripts/usage_report.py prune --days N [--batch 5000] [--json] [--db URL] [--data-dir DIR]
+
+The ledger is `TIDB_DB_URL` when set (environment, then `.env`), else
+`<KEYPOOL_DATA_DIR>/usage.sqlite3`; `--db` / `--data-dir` override both. Every number is
+aggregated by the database (GROUP BY over the `ts` index range), so the report stays fast on
+millions of rows. Without `--by` all four breakdowns are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from dotenv import load_dotenv
+from rich.console import Console
+from rich.table import Table
+
+if __package__ in (None, ""):  # run as a file: make `hooks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hooks.usage_store import (
+    SUCCESS,
+    USAGE_TABLE,
+    default_data_dir,
+    make_engine,
+    masked_url,
+    prune,
+    resolve_url,
+    usage_table,
+)
+
+BREAKDOWNS = ("provider", "model", "key", "owner")
+METRICS = (
+    "requests",
+    "successes",
+    "failures",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost",
+    "avg_latency_ms",
+)
+CSV_FIELDS = (
+    "section",
+    "provider",
+    "model",
+    "key_fingerprint",
+    "key_index",
+    "owner",
+    "outcome",
+    *METRICS,
+    "last_failure",
+)
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str, now: datetime) -> datetime:
+    """`90m`, `1h`, `24h`, `7d`, `2w` (that long before `now`) or an ISO time (naive = UTC)."""
+    m = _RELATIVE.match(text)
+    if m:
+        return now - timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()])
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration like 24h/7d or an ISO time: {text!r}") from None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries: one GROUP BY each
+
+
+def _group_columns(by: str) -> list[sa.ColumnElement[Any]]:
+    t = usage_table
+    return {
+        "provider": [t.c.provider],
+        "model": [t.c.provider, t.c.model],
+        "key": [t.c.provider, t.c.key_fingerprint, t.c.key_index],
+        "owner": [t.c.owner],
+    }[by]
+
+
+def _metric_columns() -> list[sa.ColumnElement[Any]]:
+    t = usage_table
+    return [
+        sa.func.count().label("requests"),
+        sa.func.coalesce(sa.func.sum(sa.case((t.c.outcome == SUCCESS, 1), else_=0)), 0).label("successes"),
+        sa.func.coalesce(sa.func.sum(t.c.prompt_tokens), 0).label("prompt_tokens"),
+        sa.func.coalesce(sa.func.sum(t.c.completion_tokens), 0).label("completion_tokens"),
+        sa.func.coalesce(sa.func.sum(t.c.total_tokens), 0).label("total_tokens"),
+        sa.func.coalesce(sa.func.sum(t.c.cost), 0.0).label("cost"),
+        sa.func.avg(t.c.latency_ms).label("avg_latency_ms"),
+    ]
+
+
+def _in_range(since: datetime, until: datetime) -> list[sa.ColumnElement[bool]]:
+    t = usage_table
+    # The ledger stores naive UTC.
+    return [t.c.ts >= since.replace(tzinfo=None), t.c.ts < until.replace(tzinfo=None)]
+
+
+def _normalise(row: dict[str, Any]) -> dict[str, Any]:
+    # MySQL returns SUM/AVG as Decimal; JSON and the comparisons want plain numbers.
+    out = dict(row)
+    for name in ("requests", "successes", "prompt_tokens", "completion_tokens", "total_tokens", "key_index"):
+        if name in out and out[name] is not None:
+            out[name] = int(out[name])
+    if "cost" in out:
+        out["cost"] = round(float(out["cost"] or 0.0), 10)
+    if "avg_latency_ms" in out:
+        out["avg_latency_ms"] = None if out["avg_latency_ms"] is None else round(float(out["avg_latency_ms"]), 3)
+    if "requests" in out and "successes" in out:
+        out["failures"] = out["requests"] - out["successes"]
+    return out
+
+
+def totals(conn: sa.Connection, since: datetime, until: datetime) -> dict[str, Any]:
+    row = conn.execute(sa.select(*_metric_columns()).where(*_in_range(since, until))).mappings().one()
+    return _normalise(dict(row))
+
+
+def breakdown(conn: sa.Connection, by: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    cols = _group_columns(by)
+    stmt = (
+        sa.select(*cols, *_metric_columns())
+        .where(*_in_range(since, until))
+        .group_by(*cols)
+        .order_by(sa.desc("requests"), *cols)
+    )
+    return [_normalise(dict(r)) for r in conn.execute(stmt).mappings()]
+
+
+def error_classes(conn: sa.Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    t = usage_table
+    stmt = (
+        sa.select(t.c.outcome, sa.func.count().label("requests"))
+        .where(*_in_range(since, until), t.c.outcome != SUCCESS)
+        .group_by(t.c.outcome)
+        .order_by(sa.desc("requests"), t.c.outcome)
+    )
+    return [_normalise(dict(r)) for r in conn.execute(stmt).mappings()]
+
+
+def top_failing_keys(conn: sa.Connection, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
+    t = usage_table
+    failed = t.c.outcome != SUCCESS
+    failures = sa.func.sum(sa.case((failed, 1), else_=0))
+    cols = _group_columns("key")
+    stmt = (
+        sa.select(
+            *cols,
+            sa.func.count().label("requests"),
+            failures.label("failures"),
+            sa.func.max(sa.case((failed, t.c.ts), else_=None)).label("last_failure"),
+        )
+        .where(*_in_range(since, until))
+        .group_by(*cols)
+        .having(failures > 0)
+        .order_by(sa.desc("failures"), *cols)
+        .limit(limit)
+    )
+    out = []
+    for r in conn.execute(stmt).mappings():
+        row = _normalise(dict(r))
+        row["failures"] = int(r["failures"])
+        last = r["last_failure"]
+        if isinstance(last, str):  # SQLite hands back MAX() of a CASE as the stored text
+            last = datetime.fromisoformat(last)
+        row["last_failure"] = None if last is None else last.replace(tzinfo=UTC).isoformat()
+        out.append(row)
+    return out
+
+
+def quota_section(conn: sa.Connection, catalog_dir: Path, until: datetime) -> list[dict[str, Any]] | None:
+    """Remaining daily quota per bucket (owner, model) from the catalogs in `catalog_dir`.
+
+    Not implemented yet: the boundary for it. It will read the catalogs' daily limits and reset
+    rules (hooks/windows.py), sum each bucket's usage since its window start here in SQL, and
+    return one row per bucket; the report then prints it as its own section.
+    """
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def build_report(
+    engine: sa.Engine | None,
+    since: datetime,
+    until: datetime,
+    by: Sequence[str],
+    top: int,
+    catalog_dir: Path | None = None,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "db": masked_url(engine.url) if engine is not None else None,
+    }
+    if engine is None or not sa.inspect(engine).has_table(USAGE_TABLE):
+        # No ledger yet: an all-zero report rather than an error.
+        report["totals"] = _normalise(
+            {"requests": 0, "successes": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            | {"cost": 0.0, "avg_latency_ms": None}
+        )
+        report.update({f"by_{b}": [] for b in by})
+        report.update(errors=[], top_failing_keys=[])
+        return report
+    with engine.connect() as conn:
+        report["totals"] = totals(conn, since, until)
+        for b in by:
+            report[f"by_{b}"] = breakdown(conn, b, since, until)
+        report["errors"] = error_classes(conn, since, until)
+        report["top_failing_keys"] = top_failing_keys(conn, since, until, top)
+        if catalog_dir is not None:
+            report["daily_quota"] = quota_section(conn, catalog_dir, until)
+    return report
+
+
+def _csv_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [{"section": "totals", **report["totals"]}]
+    for b in BREAKDOWNS:
+        rows += [{"section": b, **r} for r in report.get(f"by_{b}", [])]
+    rows += [{"section": "errors", **r} for r in report["errors"]]
+    rows += [{"section": "top_failing_keys", **r} for r in report["top_failing_keys"]]
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.4f}".rstrip("0").rstrip(".") if value else "0"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        numeric = col in METRICS or col == "key_index"
+        table.add_column(col, justify="right" if numeric else "left")
+    for r in rows:
+        table.add_row(*(_fmt(r.get(c)) for c in columns))
+    return table
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    console.print(f"[bold]Usage[/bold] {report['since']} .. {report['until']}  ({report['db']})")
+    console.print(_table("Totals", [report["totals"]], METRICS))
+    keys = {
+        "provider": ["provider"],
+        "model": ["provider", "model"],
+        "key": ["provider", "key_fingerprint", "key_index"],
+        "owner": ["owner"],
+    }
+    for b in BREAKDOWNS:
+        if f"by_{b}" in report:
+            console.print(_table(f"By {b}", report[f"by_{b}"], [*keys[b], *METRICS]))
+    console.print(_table("Error classes", report["errors"], ["outcome", "requests"]))
+    console.print(
+        _table(
+            "Top failing keys",
+            report["top_failing_keys"],
+            ["provider", "key_fingerprint", "key_index", "requests", "failures", "last_failure"],
+        )
+    )
+    if report.get("daily_quota") is None and "daily_quota" in report:
+        console.print("[dim]Remaining daily quota: not implemented yet.[/dim]")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    # The subcommand repeats the options with SUPPRESS defaults, so `--db` works on either side
+    # of `prune` without the subparser's defaults overwriting the main parser's values.
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--db", default=default, help="database URL (default: TIDB_DB_URL, else SQLite)")
+    parser.add_argument("--data-dir", default=default, help="data dir for the SQLite ledger (KEYPOOL_DATA_DIR)")
+    parser.add_argument("--env-file", default=argparse.SUPPRESS if suppress else ".env", help=".env to read")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Report on keypool's usage ledger.")
+    _common(parser, suppress=False)
+    parser.add_argument("--since", default="24h", help="1h, 24h, 7d, ... or an ISO time (default 24h)")
+    parser.add_argument("--until", default=None, help="ISO time (default now)")
+    parser.add_argument("--by", choices=BREAKDOWNS, default=None, help="one breakdown (default: all)")
+    parser.add_argument("--csv", action="store_true", help="CSV on stdout")
+    parser.add_argument("--top", type=int, default=10, help="how many failing keys to list")
+    parser.add_argument("--catalog-dir", type=Path, default=None, help="catalogs for remaining quota (not yet)")
+    sub = parser.add_subparsers(dest="command")
+    p_prune = sub.add_parser("prune", help="delete rows older than N days")
+    _common(p_prune, suppress=True)
+    p_prune.add_argument("--days", type=int, required=True)
+    p_prune.add_argument("--batch", type=int, default=5000)
+    return parser
+
+
+def _engine(args: argparse.Namespace) -> sa.Engine | None:
+    url = args.db or os.environ.get("TIDB_DB_URL") or None
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    resolved = resolve_url(url, data_dir)
+    if resolved.get_backend_name() == "sqlite" and resolved.database and not Path(resolved.database).exists():
+        return None  # do not create an empty ledger just to report on it
+    return make_engine(resolved)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.env_file:
+        load_dotenv(args.env_file, override=False)  # the real environment wins
+    if args.json and getattr(args, "csv", False):
+        parser.error("--json and --csv are exclusive")
+    engine = _engine(args)
+    err = Console(stderr=True)
+    try:
+        if args.command == "prune":
+            if engine is None or not sa.inspect(engine).has_table(USAGE_TABLE):
+                deleted = 0
+            else:
+                deleted = prune(engine, args.days, args.batch)
+            if args.json:
+                print(json.dumps({"deleted": deleted, "days": args.days}))
+            else:
+                Console().print(f"pruned {deleted:,} rows older than {args.days} days")
+            return 0
+
+        now = datetime.now(UTC)
+        try:
+            since = parse_time(args.since, now)
+            until = parse_time(args.until, now) if args.until else now
+        except argparse.ArgumentTypeError as exc:
+            parser.error(str(exc))
+        by = [args.by] if args.by else list(BREAKDOWNS)
+        if engine is None:
+            err.print("[yellow]no usage ledger yet[/yellow]")
+        report = build_report(engine, since, until, by, args.top, args.catalog_dir)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        elif args.csv:
+            writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(_csv_rows(report))
+        else:
+            print_report(report, Console())
+        return 0
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `... | head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
