@@ -204,9 +204,13 @@ class KeypoolHook(CustomLogger):
                     model=model,
                     llm_provider="keypool",
                 ) from None
-            raise RouterRateLimitError(
+            err = RouterRateLimitError(
                 model=model, cooldown_time=max(1.0, exc.wake_at - now), enable_pre_call_checks=False, cooldown_list=[]
-            ) from None
+            )
+            # Nothing frees before Retry-After, so LiteLLM's retries (with backoff sleeps on
+            # one-key groups) would only delay the answer; the router reads this attribute.
+            err.num_retries = 0  # type: ignore[attr-defined]
+            raise err from None
         dep = choice.info.deployment_id
         state.tried.add(dep)
         state.reservations[dep] = Reservation(choice.info, choice.tokens, choice.admission.slots, now)

@@ -61,8 +61,7 @@ def read_pools(env: Mapping[str, str], providers: list[str]) -> EnvReport:
 
     for upper in sorted(set(key_indices) - set(known)):
         report.errors.append(
-            f"{upper}_API_KEY_<n>: provider '{upper.lower()}' has keys but no catalog "
-            f"config/{upper.lower()}.yaml"
+            f"{upper}_API_KEY_<n>: provider '{upper.lower()}' has keys but no catalog config/{upper.lower()}.yaml"
         )
 
     seen_values: dict[str, str] = {}
@@ -72,9 +71,7 @@ def read_pools(env: Mapping[str, str], providers: list[str]) -> EnvReport:
         indices = sorted(key_indices.get(upper, []))
         if raw_num is None:
             if indices:
-                report.warnings.append(
-                    f"{num_var} is not set: ignoring {len(indices)} {upper}_API_KEY_<n> variable(s)"
-                )
+                report.warnings.append(f"{num_var} is not set: ignoring {len(indices)} {upper}_API_KEY_<n> variable(s)")
             continue
         try:
             num = int(raw_num.strip())

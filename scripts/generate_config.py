@@ -114,9 +114,7 @@ def build(env: Mapping[str, str], config_dir: Path) -> Generated:
                 model_list.append(_deployment(cat, model, key, pool.api_base_var))
             group_sizes[cat.group(model.name)] = len(pool.keys)
     if not model_list:
-        raise GenerationError(
-            ["no keys: set NUM_<PROVIDER> and <PROVIDER>_API_KEY_1..N in .env (see .env.template)"]
-        )
+        raise GenerationError(["no keys: set NUM_<PROVIDER> and <PROVIDER>_API_KEY_1..N in .env (see .env.template)"])
 
     fallbacks: list[dict[str, list[str]]] = []
     group_alias: dict[str, str] = {}

@@ -59,8 +59,12 @@ def write_catalogs(dest: Path, overrides: Mapping[str, Mapping[str, Any]] | None
     return dest
 
 
-def pool_env(upstream_url: str, counts: Mapping[str, int], owners: Mapping[str, Mapping[int, str]] | None = None,
-             prefix: str = "test") -> dict[str, str]:
+def pool_env(
+    upstream_url: str,
+    counts: Mapping[str, int],
+    owners: Mapping[str, Mapping[int, str]] | None = None,
+    prefix: str = "test",
+) -> dict[str, str]:
     """NUM_/API_KEY_/API_BASE variables for a pool pointed at the fake upstream."""
     bases = {
         "groq": "/groq/openai/v1",

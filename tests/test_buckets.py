@@ -101,9 +101,7 @@ async def test_parks_refuse_and_only_ever_lengthen(store: Buckets) -> None:
 
 async def test_concurrent_acquires_never_exceed_the_limit(store: Buckets) -> None:
     limits = {"rpm": 7, "tpm": 10_000}
-    results = await asyncio.gather(
-        *(store.acquire("b", plan(limits, ROLLING, 100, T0), [], T0) for _ in range(50))
-    )
+    results = await asyncio.gather(*(store.acquire("b", plan(limits, ROLLING, 100, T0), [], T0) for _ in range(50)))
     assert sum(r.ok for r in results) == 7
 
 
