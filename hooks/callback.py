@@ -5,14 +5,17 @@ wires them to LiteLLM's hook API and to the store.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import os
+import sys
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,18 @@ from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
 from hooks.buckets import Buckets, MemoryBuckets, RedisBuckets
 from hooks.classify import Kind, classify
 from hooks.cooldowns import PERSISTENT_KINDS, parks_for
+from hooks.hydrate import DAY_SLOT, MINUTE_BUCKET, Aggregate, ParkEvent, fixed_rules, parks_from_events, restores
 from hooks.keyinfo import KeyInfo
 from hooks.learn import corrections
+from hooks.usage_store import PARKING_OUTCOMES, UsageRow, UsageStore
 
 log = logging.getLogger("keypool")
+if not log.handlers:  # LiteLLM configures only its own loggers; keypool's lines go to stderr
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("%(asctime)s keypool %(levelname)s %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(os.environ.get("KEYPOOL_LOG_LEVEL", "INFO").upper())
+    log.propagate = False
 
 RESERVATION_TTL = 900.0  # forget an unsettled reservation after this; its units stay counted
 MAX_TRACKED_REQUESTS = 20_000
@@ -40,6 +51,7 @@ class Reservation:
     tokens: int
     slots: tuple[tuple[str, int], ...]
     at: float
+    attempt: int
 
 
 @dataclass
@@ -52,6 +64,7 @@ class RequestState:
     reservations: dict[str, Reservation] = field(default_factory=dict)
     client_error: Exception | None = None
     last_error: Exception | None = None
+    attempts: int = 0
 
 
 def _metadata_model_info(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -85,6 +98,23 @@ def _headers_of(exc: BaseException) -> dict[str, str]:
         return {}
 
 
+def _unwrap(exc: BaseException) -> BaseException:
+    """Gemini streaming errors arrive wrapped (MidStreamFallbackError) with the provider's
+    exception inside; classify that one."""
+    inner = getattr(exc, "original_exception", None)
+    return inner if isinstance(inner, BaseException) else exc
+
+
+def _error_text(exc: BaseException) -> str:
+    """The provider's body as LiteLLM kept it: Cerebras' top-level body is only on `e.body`,
+    the others' raw JSON is in `e.message`."""
+    text = str(getattr(exc, "message", "") or exc)
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping) and body:
+        text = f"{json.dumps(body, default=str)}\n{text}"
+    return text
+
+
 def _provider_headers(response: Any) -> dict[str, str]:
     hidden = getattr(response, "_hidden_params", None) or {}
     extra = hidden.get("additional_headers") or {}
@@ -104,9 +134,12 @@ def _build_store() -> Buckets:
 
 
 class KeypoolHook(CustomLogger):
-    def __init__(self, store: Buckets | None = None) -> None:
+    def __init__(self, store: Buckets | None = None, ledger: UsageStore | None = None) -> None:
         super().__init__()
         self._store = store
+        self._ledger = ledger
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
         self.shared = bool(os.environ.get("REDIS_URL", "").strip()) if store is None else False
         self.indexes: dict[str, GroupIndex] = {}
         self._deployments: dict[str, dict[str, Any]] = {}
@@ -122,6 +155,121 @@ class KeypoolHook(CustomLogger):
         if self._store is None:
             self._store = _build_store()
         return self._store
+
+    @property
+    def ledger(self) -> UsageStore:
+        # Built on first use, in the worker process: the writer thread must not cross a fork.
+        if self._ledger is None:
+            self._ledger = UsageStore.from_env()
+            self._ledger.start()
+        return self._ledger
+
+    # ---- start-up: restore what the ledger remembers -------------------------------------
+    async def _ensure_started(self, deployments: Sequence[dict[str, Any]]) -> None:
+        if self._started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            try:
+                await self._hydrate(self._all_deployments(deployments))
+            except Exception:
+                log.exception("keypool: could not restore usage from the ledger; starting from empty buckets")
+            self._started = True
+
+    @staticmethod
+    def _all_deployments(seen: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            from litellm.proxy.proxy_server import llm_router
+
+            if llm_router is not None and llm_router.model_list:
+                return list(llm_router.model_list)
+        except ImportError:
+            pass
+        return list(seen)
+
+    async def _hydrate(self, deployments: Sequence[dict[str, Any]]) -> None:
+        infos = {i.deployment_id: i for i in infos_of(deployments)}
+        if not infos or not await self._claim_hydration():
+            return
+        ledger = self.ledger
+        now = time.time()
+        await asyncio.to_thread(ledger.flush, 10.0)  # rows a crashed predecessor journaled count too
+
+        def utc(t: float) -> datetime:
+            return datetime.fromtimestamp(t, UTC)
+
+        def utc_seconds(ts: datetime) -> float:
+            return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+
+        def query(since: float, seconds: int) -> list[Aggregate]:
+            return [
+                Aggregate(a.deployment_id, a.bucket.timestamp(), seconds, a.requests, a.total_tokens)
+                for a in ledger.usage_since(utc(since), bucket_seconds=seconds)
+            ]
+
+        plan: list[tuple[str, float, int]] = [
+            ("short", now - 3600, MINUTE_BUCKET),
+            ("rolling_day", now - 86400 - DAY_SLOT, DAY_SLOT),
+        ]
+        for rule in fixed_rules(infos.values()):
+            start, _ = windows.fixed_period("rpd", rule, now)
+            plan.append(("fixed_day", start, 2 * 86400))
+        restored = 0
+        for kind, since, seconds in plan:
+            rows = await asyncio.to_thread(query, since, seconds)
+            for r in restores(rows, kind, infos, now):
+                await self.store.adjust(r.bucket, r.window, r.slot, r.amount, r.ttl)
+                restored += r.amount
+        events = await asyncio.to_thread(ledger.last_outcomes, PARKING_OUTCOMES, utc(now - 2 * 86400), per_model=True)
+        happened = (ParkEvent(e.deployment_id, e.outcome, utc_seconds(e.ts)) for e in events)
+        parked = parks_from_events(happened, infos, now)
+        for scope, until, reason in parked:
+            await self.store.park(scope, until, reason)
+        log.info(json.dumps({"event": "restored", "units": restored, "parks": len(parked)}))
+
+    async def _claim_hydration(self) -> bool:
+        """Only one process restores into a shared store, and only while it is empty."""
+        if not isinstance(self.store, RedisBuckets):
+            return True
+        return await self.store.claim_once("hydrated", ttl=86400)
+
+    def _record(
+        self,
+        res: Reservation,
+        call_id: str,
+        outcome: str,
+        status: int | None,
+        usage: Any = None,
+        cost: Any = None,
+        ended: float | None = None,
+    ) -> None:
+        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion = int(getattr(usage, "completion_tokens", 0) or 0)
+        total = int(getattr(usage, "total_tokens", 0) or prompt + completion)
+        info = res.info
+        self.ledger.record(
+            UsageRow(
+                ts=datetime.fromtimestamp(res.at, UTC),
+                request_id=call_id,
+                attempt=res.attempt,
+                provider=info.provider,
+                model=info.model,
+                deployment_id=info.deployment_id,
+                key_index=info.key_index,
+                key_fingerprint=info.fingerprint,
+                owner=info.owner,
+                outcome=outcome,
+                http_status=status,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=total,
+                latency_ms=((ended or time.time()) - res.at) * 1000.0,
+                cost=float(cost) if isinstance(cost, int | float) else None,
+            )
+        )
 
     # ---- bookkeeping -------------------------------------------------------------------
     def _request(self, call_id: str, now: float) -> RequestState:
@@ -164,6 +312,7 @@ class KeypoolHook(CustomLogger):
         index = self._index(model, healthy_deployments)
         if index is None:
             return healthy_deployments
+        await self._ensure_started(healthy_deployments)
         kwargs = request_kwargs or {}
         now = time.time()
         state = self._request(_call_id(kwargs) or f"anon-{id(kwargs)}", now)
@@ -213,7 +362,8 @@ class KeypoolHook(CustomLogger):
             raise err from None
         dep = choice.info.deployment_id
         state.tried.add(dep)
-        state.reservations[dep] = Reservation(choice.info, choice.tokens, choice.admission.slots, now)
+        state.attempts += 1
+        state.reservations[dep] = Reservation(choice.info, choice.tokens, choice.admission.slots, now, state.attempts)
         return [self._deployments.get(dep) or next(d for d in healthy_deployments if d["model_info"]["id"] == dep)]
 
     @staticmethod
@@ -244,12 +394,14 @@ class KeypoolHook(CustomLogger):
 
     async def _on_success(self, kwargs: dict, response_obj: Any) -> None:
         dep = str(_metadata_model_info(kwargs).get("id") or "")
-        state = self._requests.get(_call_id(kwargs))
+        call_id = _call_id(kwargs)
+        state = self._requests.get(call_id)
         res = state.reservations.pop(dep, None) if state else None
         usage = getattr(response_obj, "usage", None)
         total = getattr(usage, "total_tokens", None) if usage is not None else None
         if res is not None:
             await self._settle(res, int(total) if isinstance(total, int) else res.tokens)
+            self._record(res, call_id, "success", 200, usage, kwargs.get("response_cost"))
             info = res.info
         else:
             d = self._deployments.get(dep)
@@ -300,8 +452,10 @@ class KeypoolHook(CustomLogger):
 
     async def _on_failure(self, data: Mapping[str, Any], exc: Exception) -> None:
         now = time.time()
+        exc = _unwrap(exc)  # type: ignore[assignment]
         dep = str(_metadata_model_info(data).get("id") or "")
-        state = self._requests.get(_call_id(data))
+        call_id = _call_id(data)
+        state = self._requests.get(call_id)
         res = state.reservations.pop(dep, None) if state else None
         d = self._deployments.get(dep)
         info = res.info if res else (KeyInfo.from_deployment(d) if d else None)
@@ -311,7 +465,9 @@ class KeypoolHook(CustomLogger):
             await self._settle(res, 0)  # the provider refused: tokens come back
         status = getattr(exc, "status_code", None)
         status = status if isinstance(status, int) else None
-        verdict = classify(info.provider, status, _headers_of(exc), str(getattr(exc, "message", exc)), now)
+        verdict = classify(info.provider, status, _headers_of(exc), _error_text(exc), now)
+        if res is not None:
+            self._record(res, call_id, verdict.kind.value, status, ended=now)
         if state is not None:
             state.last_error = exc
             if verdict.kind in (Kind.CLIENT_ERROR, Kind.TOO_LARGE):

@@ -129,10 +129,15 @@ def build(env: Mapping[str, str], config_dir: Path) -> Generated:
         if len(live) > 1:
             fallbacks.append({alias: live[1:]})
 
+    retries = min(MAX_RETRIES, max(3, max(group_sizes.values())))
     router_settings: dict[str, Any] = {
         "routing_strategy": "simple-shuffle",
-        "num_retries": min(MAX_RETRIES, max(3, max(group_sizes.values()))),
+        "num_retries": retries,
         "retry_after": 0,
+        # LiteLLM never retries a 400, but some providers report a dead key or restricted
+        # organisation as one: let 400s retry, and keypool's filter answers a genuine client
+        # error at once on the retry, so it reaches no other key.
+        "retry_policy": {"BadRequestErrorRetries": retries},
         # keypool owns cooldowns (it reads the provider's error body, LiteLLM does not), and
         # LiteLLM's re-cool keeps the shorter deadline, so its own would only fight ours.
         "disable_cooldowns": True,

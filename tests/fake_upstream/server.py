@@ -55,6 +55,7 @@ MODES: frozenset[str] = frozenset(
         "server_error",
         "limit_zero",
         "ambiguous_429",
+        "org_restricted",
     }
 )
 CONTEXT_TRIGGER = "FAKE_CONTEXT_TOO_LONG"
@@ -658,6 +659,12 @@ class Upstream:
             return self._context_too_long(req)
         if mode == "server_error":
             return self._server_error(provider)
+        if mode == "org_restricted":
+            if provider != "groq":
+                return self._dead(provider)
+            # Groq reports a restricted organisation as a 400, which LiteLLM never retries.
+            msg = "Organization has been restricted. Please reach out to support if you believe this was in error."
+            return 400, _groq_error(msg, "invalid_request_error", "organization_restricted"), {}
         raise AssertionError(f"unhandled mode {mode}")
 
     def _groq_413(self, req: ChatRequest, owner: str, limit: int, requested: int) -> ErrorReply:

@@ -1,0 +1,146 @@
+"""Provider refusals end to end: what gets parked, for how long, and what the client sees."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from hooks.windows import ResetRule, next_reset
+from tests.fake_upstream import FakeUpstream
+from tests.support import Proxy, key_value, pool_env, write_catalogs
+
+pytestmark = pytest.mark.e2e
+
+GROQ = "groq/llama-3.3-70b-versatile"
+GEMINI = "gemini/gemini-2.5-flash"
+OPENROUTER = "openrouter/meta-llama/llama-3.3-70b-instruct:free"
+
+
+def events(proxy: Proxy, event: str = "upstream_failure") -> list[dict]:
+    out = []
+    for line in proxy.log_text().splitlines():
+        m = re.search(r"keypool \w+ (\{.*\})$", line)
+        if m:
+            data = json.loads(m.group(1))
+            if data.get("event") == event:
+                out.append(data)
+    return out
+
+
+def per_key(upstream: FakeUpstream, prefix: str) -> dict[str, dict]:
+    return {k: v for k, v in upstream.stats()["keys"].items() if k.startswith(prefix)}
+
+
+def ask(proxy: Proxy, model: str, n: int, content: str = "hi") -> list[object]:
+    client = proxy.client()
+    out: list[object] = []
+    for _ in range(n):
+        try:
+            out.append(client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}]))
+        except openai.APIStatusError as exc:
+            out.append(exc)
+    return out
+
+
+def test_daily_quota_parks_the_key_until_the_providers_reset(upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.reset()
+    upstream.configure(keys={key_value("gemini", 3, "daily"): {"mode": "daily_exhausted"}})
+    with Proxy(tmp_path, pool_env(upstream.url, {"gemini": 3}, prefix="daily"), Path("config").resolve()) as proxy:
+        results = ask(proxy, GEMINI, 8)  # two live keys x 5 rpm
+        assert all(not isinstance(r, Exception) for r in results), results  # the client sees only successes
+        stats = per_key(upstream, "daily-gemini-")
+        assert stats[key_value("gemini", 3, "daily")]["429"] == 1  # asked once, then parked
+        (ev,) = events(proxy)
+        assert ev["class"] == "daily_quota" and ev["window"] == "rpd" and ev["key"].startswith("gemini#3:")
+        until = ev["parked"][0]["until"]
+        reset = next_reset(ResetRule("midnight", "America/Los_Angeles"), time.time())
+        assert reset <= until <= reset + 1  # 00:00 America/Los_Angeles, not "retry in Ns"
+        assert key_value("gemini", 3, "daily") not in proxy.log_text()
+
+
+def test_dead_key_is_out_after_one_failure_and_after_restarts(upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.reset()
+    dead = key_value("groq", 2, "dead")
+    upstream.configure(keys={dead: {"mode": "dead"}})
+    env = pool_env(upstream.url, {"groq": 3}, prefix="dead")
+    proxy = Proxy(tmp_path, env, Path("config").resolve())
+    with proxy:
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 10))
+        assert per_key(upstream, "dead-groq-")[dead]["errors"] == {"401": 1}
+        assert [e["class"] for e in events(proxy)] == ["dead_key"]
+    # Restart with the park file: still out.
+    with proxy:
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 10))
+        assert per_key(upstream, "dead-groq-")[dead]["errors"] == {"401": 1}
+    # Restart with only the ledger to remember it: still out.
+    (tmp_path / "data" / "parks.json").unlink()
+    with proxy:
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 10))
+        assert per_key(upstream, "dead-groq-")[dead]["errors"] == {"401": 1}
+        assert any(e["parks"] >= 1 for e in events(proxy, "restored"))
+
+
+def test_a_dead_key_reported_as_400_fails_over(upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.reset()
+    restricted = key_value("groq", 1, "org400")
+    upstream.configure(keys={restricted: {"mode": "org_restricted"}})
+    with Proxy(tmp_path, pool_env(upstream.url, {"groq": 2}, prefix="org400"), Path("config").resolve()) as proxy:
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 6))
+        assert per_key(upstream, "org400-groq-")[restricted]["errors"] == {"400": 1}
+        assert [e["class"] for e in events(proxy)] == ["dead_key"]
+
+
+def test_client_error_goes_back_once_without_trying_other_keys(upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.reset()
+    with Proxy(tmp_path, pool_env(upstream.url, {"groq": 4}, prefix="client"), Path("config").resolve()) as proxy:
+        (result,) = ask(proxy, GROQ, 1, content="FAKE_CONTEXT_TOO_LONG")
+        assert isinstance(result, openai.BadRequestError)
+        assert "context" in str(result).lower()
+        errors = sum(sum(v["errors"].values()) for v in per_key(upstream, "client-groq-").values())
+        assert errors == 1
+        # And the key that answered is not parked: every key still serves.
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 8))
+
+
+def test_upstream_busy_and_413_never_park_the_key(upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.reset()
+    busy, big = key_value("openrouter", 1, "nopark"), key_value("groq", 1, "nopark")
+    upstream.configure(keys={busy: {"mode": "busy"}, big: {"mode": "too_large"}})
+    env = pool_env(upstream.url, {"openrouter": 1, "groq": 1}, prefix="nopark")
+    with Proxy(tmp_path, env, Path("config").resolve()) as proxy:
+        (r1,) = ask(proxy, OPENROUTER, 1)
+        (r2,) = ask(proxy, GROQ, 1)
+        assert isinstance(r1, openai.APIStatusError) and isinstance(r2, openai.APIStatusError)
+        classes = sorted(e["class"] for e in events(proxy))
+        assert classes[0] == "too_large" and set(classes[1:]) == {"upstream_busy"}
+        assert all(e["parked"] == [] for e in events(proxy))
+        upstream.configure(keys={busy: {"mode": "ok"}, big: {"mode": "ok"}})
+        # Both keys serve again at once: nothing parked them.
+        assert all(not isinstance(r, Exception) for r in ask(proxy, OPENROUTER, 1) + ask(proxy, GROQ, 1))
+
+
+def test_provider_limits_tighter_than_the_catalog_show_no_client_429_while_capacity_remains(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    upstream.reset()
+    # keypool believes 5 per minute; the provider allows 3 (its counters are not ours).
+    upstream.configure(limits={"groq": {"llama-3.3-70b-versatile": {"rpm": 3}}})
+    cdir = write_catalogs(
+        tmp_path / "config",
+        {"groq": {"models": {"llama-3.3-70b-versatile": {"limits": {"rpm": 5}, "default_completion_tokens": 16}}}},
+    )
+    with Proxy(tmp_path, pool_env(upstream.url, {"groq": 4}, prefix="tight"), cdir) as proxy:
+        results = ask(proxy, GROQ, 12)
+        assert all(not isinstance(r, Exception) for r in results), results
+        stats = per_key(upstream, "tight-groq-")
+        assert sum(v["ok"] for v in stats.values()) == 12
+        assert all(v["429"] <= 1 for v in stats.values())  # one refusal per key, then parked
+        (last,) = ask(proxy, GROQ, 1)  # the pool is now really dry: the pool's own 429
+        assert isinstance(last, openai.RateLimitError)
+        assert 1 <= int(last.response.headers["retry-after"]) <= 62
+        assert {e["class"] for e in events(proxy)} == {"rate_limit"}
