@@ -386,6 +386,20 @@ class KeypoolHook(CustomLogger):
             for index in self.indexes.values():
                 index.wake_bucket(res.info.bucket)
 
+    async def async_post_call_success_deployment_hook(self, request_data: dict, response: Any, call_type: Any) -> Any:
+        """Settle and record a finished (non-streaming) attempt before the client gets it.
+
+        LiteLLM runs `async_log_success_event` later, from a background worker that is
+        cancelled, not drained, at shutdown: rows that wait for it can be lost on SIGTERM.
+        Streams have no usage yet here; they settle in `async_log_success_event`.
+        """
+        if getattr(response, "usage", None) is not None:
+            try:
+                await self._on_success(request_data, response)
+            except Exception:
+                log.exception("keypool: success bookkeeping failed")
+        return None
+
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         try:
             await self._on_success(kwargs, response_obj)
@@ -401,7 +415,10 @@ class KeypoolHook(CustomLogger):
         total = getattr(usage, "total_tokens", None) if usage is not None else None
         if res is not None:
             await self._settle(res, int(total) if isinstance(total, int) else res.tokens)
-            self._record(res, call_id, "success", 200, usage, kwargs.get("response_cost"))
+            hidden = getattr(response_obj, "_hidden_params", None) or {}
+            self._record(
+                res, call_id, "success", 200, usage, kwargs.get("response_cost") or hidden.get("response_cost")
+            )
             info = res.info
         else:
             d = self._deployments.get(dep)

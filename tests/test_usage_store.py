@@ -1,16 +1,13 @@
 """The usage ledger against real MariaDB (standing in for TiDB) and SQLite.
 
 MariaDB tests create a database `keypool_test_<random>` each and drop it afterwards, so runs in
-parallel do not collide. They are skipped when no server answers at KEYPOOL_TEST_MYSQL_URL
-(default mysql+pymysql://root@127.0.0.1:3306), unless KEYPOOL_REQUIRE_MYSQL=1.
+parallel do not collide. A missing server at KEYPOOL_TEST_MYSQL_URL (default
+mysql+pymysql://root@127.0.0.1:3306) fails them: it is never a reason to skip.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -20,7 +17,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,84 +33,16 @@ from hooks.usage_store import (
     UsageStore,
     add_column,
     ensure_schema,
-    make_engine,
     masked_url,
     mysql_connect_args,
     resolve_url,
     schema_version,
     usage_table,
 )
+from tests.ledgers import BACKENDS, Ledger, temp_ledger
 from tests.tcp_relay import TcpRelay
 
 ROOT = Path(__file__).resolve().parent.parent
-MYSQL_SERVER = os.environ.get("KEYPOOL_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")
-BACKENDS = ("sqlite", "mariadb")
-
-
-@dataclass
-class Ledger:
-    backend: str
-    url: str | None  # what a store is given; None = the default SQLite file in data_dir
-    data_dir: Path
-    engine: sa.Engine  # direct access for the assertions, never through a relay
-
-    def url_via_port(self, port: int) -> str:
-        assert self.backend == "mariadb"
-        return self.engine.url.set(port=port).render_as_string(hide_password=False)
-
-    def count(self, *where: sa.ColumnElement[bool]) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(usage_table).where(*where)).scalar() or 0)
-
-    def distinct_keys(self) -> int:
-        with self.engine.connect() as conn:
-            sub = sa.select(usage_table.c.request_id, usage_table.c.attempt).distinct().subquery()
-            return int(conn.execute(sa.select(sa.func.count()).select_from(sub)).scalar() or 0)
-
-    def sum_tokens(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(usage_table.c.total_tokens), 0))).scalar())
-
-
-def _mysql_available() -> bool:
-    try:
-        engine = sa.create_engine(MYSQL_SERVER, connect_args={"connect_timeout": 2})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
-
-
-@contextlib.contextmanager
-def temp_ledger(backend: str, tmp_path: Path) -> Iterator[Ledger]:
-    """A fresh, empty ledger location (the schema is left to the code under test)."""
-    data_dir = tmp_path / "data"
-    if backend == "sqlite":
-        engine = make_engine(None, data_dir)
-        try:
-            yield Ledger(backend, None, data_dir, engine)
-        finally:
-            engine.dispose()
-        return
-    if not _mysql_available():
-        if os.environ.get("KEYPOOL_REQUIRE_MYSQL") == "1":
-            pytest.fail(f"no MySQL/MariaDB at {MYSQL_SERVER}")
-        pytest.skip(f"no MySQL/MariaDB at {MYSQL_SERVER}")
-    name = f"keypool_test_{secrets.token_hex(6)}"
-    admin = sa.create_engine(MYSQL_SERVER)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
-    url = f"{MYSQL_SERVER}/{name}"
-    engine = make_engine(url)
-    try:
-        yield Ledger(backend, url, data_dir, engine)
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
