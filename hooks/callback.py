@@ -318,7 +318,9 @@ class KeypoolHook(CustomLogger):
         state = self._request(_call_id(kwargs) or f"anon-{id(kwargs)}", now)
         if state.client_error is not None:
             # The client's own error already came back once: no other key should see it.
-            raise state.client_error
+            # LiteLLM formats the traceback of whatever this raises; without the original
+            # (deep, growing with every re-raise) traceback and context that costs ~1 ms, not ~20.
+            raise state.client_error.with_traceback(None) from None
         if state.prompt_tokens is None:
             state.prompt_tokens = self._count_prompt(healthy_deployments[0], messages)
         allowed = None
@@ -340,7 +342,7 @@ class KeypoolHook(CustomLogger):
             self.counts[(model, "pool_429")] += 1
             if state.last_error is not None and not math.isfinite(exc.wake_at):
                 # Every key left was tried for this request and failed: say what failed.
-                raise state.last_error from None
+                raise state.last_error.with_traceback(None) from None
             if exc.too_large:
                 raise litellm.BadRequestError(
                     message=f"keypool: the request's token estimate exceeds a token window of every key in {model}",

@@ -39,6 +39,10 @@ HEADER = (
 # so a client request can need as many attempts as the largest group has keys. Capped so a
 # misbehaving upstream cannot hold one request for minutes.
 MAX_RETRIES = 50
+# 400s retry too (dead keys reported as 400), but each retry of a genuine client error costs
+# LiteLLM a few ms of routing even though keypool answers it at once: a handful of attempts walks
+# past a run of dead keys (each is parked for every later request) and bounds that cost.
+BAD_REQUEST_RETRIES = 5
 
 
 class GenerationError(Exception):
@@ -137,7 +141,7 @@ def build(env: Mapping[str, str], config_dir: Path) -> Generated:
         # LiteLLM never retries a 400, but some providers report a dead key or restricted
         # organisation as one: let 400s retry, and keypool's filter answers a genuine client
         # error at once on the retry, so it reaches no other key.
-        "retry_policy": {"BadRequestErrorRetries": retries},
+        "retry_policy": {"BadRequestErrorRetries": min(retries, BAD_REQUEST_RETRIES)},
         # keypool owns cooldowns (it reads the provider's error body, LiteLLM does not), and
         # LiteLLM's re-cool keeps the shorter deadline, so its own would only fight ours.
         "disable_cooldowns": True,

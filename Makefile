@@ -1,0 +1,22 @@
+.PHONY: run test setup generate check report bench lint
+
+run:        ## set up, generate the config and start the proxy on :4000 (demo without .env)
+	bash scripts/run.sh
+
+test:       ## install, start MariaDB and Redis if needed, lint, run every test
+	bash scripts/test.sh
+
+setup:
+	bash scripts/setup.sh
+
+generate:   ## write litellm_config.yaml from .env and config/
+	.venv/bin/python -m scripts.generate_config
+
+check:      ## validate .env and config/ without writing
+	.venv/bin/python -m scripts.generate_config --check
+
+report:     ## usage per provider, model, key and owner over the last 24 h
+	.venv/bin/python scripts/usage_report.py
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .

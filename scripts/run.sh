@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up, generate litellm_config.yaml and start the proxy on :4000 (PORT to change).
+# With no .env this is a demo: a local fake upstream and demo keys, announced as such.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export LITELLM_LOCAL_MODEL_COST_MAP=True
+PORT=${PORT:-4000}
+HOST=${HOST:-0.0.0.0}
+ENV_FILE=.env
+
+if [ ! -f .env ]; then
+  ENV_FILE=scripts/demo.env
+  UPSTREAM_PORT=${KEYPOOL_DEMO_UPSTREAM_PORT:-8790}
+  cat <<BANNER
+================================================================================
+ keypool DEMO MODE: no .env found.
+ Serving demo keys against a local FAKE upstream on 127.0.0.1:$UPSTREAM_PORT
+ (no real provider is called). To use your keys: cp .env.template .env, edit, rerun.
+ Try:  curl http://127.0.0.1:$PORT/v1/chat/completions \\
+         -H 'Authorization: Bearer sk-keypool-demo' -H 'Content-Type: application/json' \\
+         -d '{"model": "llama-3.3-70b", "messages": [{"role": "user", "content": "hi"}]}'
+================================================================================
+BANNER
+  .venv/bin/python -m tests.fake_upstream --host 127.0.0.1 --port "$UPSTREAM_PORT" &
+  upstream_pid=$!
+  trap 'kill $upstream_pid 2>/dev/null || true' EXIT INT TERM
+  export KEYPOOL_DEMO_UPSTREAM="http://127.0.0.1:$UPSTREAM_PORT"
+fi
+
+.venv/bin/python -m scripts.generate_config --env-file "$ENV_FILE"
+# The real environment wins over the file, as in the generator.
+.venv/bin/python -m dotenv -f "$ENV_FILE" run --no-override -- \
+  .venv/bin/litellm --config litellm_config.yaml --host "$HOST" --port "$PORT"
