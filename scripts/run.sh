@@ -7,14 +7,15 @@ bash scripts/setup.sh
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 PORT=${PORT:-4000}
 HOST=${HOST:-0.0.0.0}
-ENV_FILE=.env
+ENV_FILE=${KEYPOOL_ENV_FILE:-.env}
 
-if [ ! -f .env ]; then
+if [ ! -f "$ENV_FILE" ]; then
+  missing=$ENV_FILE
   ENV_FILE=scripts/demo.env
   UPSTREAM_PORT=${KEYPOOL_DEMO_UPSTREAM_PORT:-8790}
   cat <<BANNER
 ================================================================================
- keypool DEMO MODE: no .env found.
+ keypool DEMO MODE: no $missing found.
  Serving demo keys against a local FAKE upstream on 127.0.0.1:$UPSTREAM_PORT
  (no real provider is called). To use your keys: cp .env.template .env, edit, rerun.
  Try:  curl http://127.0.0.1:$PORT/v1/chat/completions \\
@@ -24,11 +25,15 @@ if [ ! -f .env ]; then
 BANNER
   .venv/bin/python -m tests.fake_upstream --host 127.0.0.1 --port "$UPSTREAM_PORT" &
   upstream_pid=$!
-  trap 'kill $upstream_pid 2>/dev/null || true' EXIT INT TERM
+  trap 'kill $upstream_pid 2>/dev/null || true' EXIT
+  trap 'exit 143' INT TERM
   export KEYPOOL_DEMO_UPSTREAM="http://127.0.0.1:$UPSTREAM_PORT"
 fi
 
 .venv/bin/python -m scripts.generate_config --env-file "$ENV_FILE"
 # The real environment wins over the file, as in the generator.
 .venv/bin/python -m dotenv -f "$ENV_FILE" run --no-override -- \
-  .venv/bin/litellm --config litellm_config.yaml --host "$HOST" --port "$PORT"
+  .venv/bin/litellm --config litellm_config.yaml --host "$HOST" --port "$PORT" &
+proxy_pid=$!
+trap 'kill $proxy_pid 2>/dev/null || true; kill ${upstream_pid:-} 2>/dev/null || true' EXIT
+wait $proxy_pid

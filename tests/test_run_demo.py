@@ -1,0 +1,69 @@
+"""The README's run command from a newcomer's point of view: no .env -> an announced demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from dotenv import dotenv_values
+
+from scripts.generate_config import build
+from tests.support import ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def test_run_without_env_starts_an_announced_demo_that_serves(tmp_path: Path) -> None:
+    port, upstream_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "KEYPOOL_DEMO_UPSTREAM_PORT": str(upstream_port),
+        "KEYPOOL_ENV_FILE": str(tmp_path / "no-such.env"),
+        "KEYPOOL_DATA_DIR": str(tmp_path / "data"),
+    }
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen(
+        ["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-keypool-demo", max_retries=0)
+        resp = client.chat.completions.create(model="llama-3.3-70b", messages=[{"role": "user", "content": "hi"}])
+        assert resp.choices[0].message.content
+        output = (tmp_path / "run.log").read_text()
+        assert "keypool DEMO MODE" in output and "FAKE upstream" in output
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    for p in (port, upstream_port):  # everything it started is gone
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{p}/", timeout=1)
+
+
+def test_committed_config_is_the_demo_generation() -> None:
+    demo = {k: v or "" for k, v in dotenv_values(ROOT / "scripts/demo.env").items()}
+    assert (ROOT / "litellm_config.yaml").read_text() == build(demo, ROOT / "config").text
+
+
+def test_env_template_is_valid() -> None:
+    values = {k: v or "" for k, v in dotenv_values(ROOT / ".env.template").items()}
+    gen = build(values, ROOT / "config")
+    owners = {
+        m["model_info"]["keypool"]["owner"] for m in gen.config["model_list"] if m["model_name"].startswith("gemini/")
+    }
+    assert owners == {"gemini:project-a"}
