@@ -25,7 +25,7 @@ from litellm.types.router import RouterRateLimitError
 
 from hooks import windows
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
-from hooks.buckets import Buckets, MemoryBuckets, RedisBuckets
+from hooks.buckets import Buckets, MemoryBuckets, RedisBuckets, plan
 from hooks.classify import Kind, classify
 from hooks.cooldowns import PERSISTENT_KINDS, parks_for
 from hooks.hydrate import DAY_SLOT, MINUTE_BUCKET, Aggregate, ParkEvent, fixed_rules, parks_from_events, restores
@@ -41,6 +41,8 @@ if not log.handlers:  # LiteLLM configures only its own loggers; keypool's lines
     log.setLevel(os.environ.get("KEYPOOL_LOG_LEVEL", "INFO").upper())
     log.propagate = False
 
+# A `revalidated` row (scripts/revalidate.py) is newer than the verdict it lifts.
+KEY_OUTCOMES = frozenset({"dead_key", "payment", "revalidated"})
 RESERVATION_TTL = 900.0  # forget an unsettled reservation after this; its units stay counted
 MAX_TRACKED_REQUESTS = 20_000
 
@@ -223,8 +225,13 @@ class KeypoolHook(CustomLogger):
             for r in restores(rows, kind, infos, now):
                 await self.store.adjust(r.bucket, r.window, r.slot, r.amount, r.ttl)
                 restored += r.amount
-        events = await asyncio.to_thread(ledger.last_outcomes, PARKING_OUTCOMES, utc(now - 2 * 86400), per_model=True)
-        happened = (ParkEvent(e.deployment_id, e.outcome, utc_seconds(e.ts)) for e in events)
+        # Key verdicts are per key and kept until revalidated; quota verdicts are per model and
+        # matter only until the provider's next reset.
+        key_events = await asyncio.to_thread(ledger.last_outcomes, KEY_OUTCOMES, utc(now - 30 * 86400))
+        model_events = await asyncio.to_thread(
+            ledger.last_outcomes, PARKING_OUTCOMES - KEY_OUTCOMES, utc(now - 2 * 86400), per_model=True
+        )
+        happened = (ParkEvent(e.deployment_id, e.outcome, utc_seconds(e.ts)) for e in [*key_events, *model_events])
         parked = parks_from_events(happened, infos, now)
         for scope, until, reason in parked:
             await self.store.park(scope, until, reason)
@@ -453,8 +460,18 @@ class KeypoolHook(CustomLogger):
                             }
                         )
                     )
-            if fix.remaining is not None and fix.remaining <= 0 and fix.reset_in is not None:
+            if fix.remaining is None or catalog is None:
+                continue
+            if fix.remaining <= 0 and fix.reset_in is not None:
                 await self.store.park(f"bucket:{info.bucket}", now + fix.reset_in, f"header:{fix.window}")
+            elif fix.remaining <= max(2, catalog // 10):
+                # Only near the end of a window is the comparison worth a store read: count the
+                # provider's usage that keypool did not see (other clients, other instances' lag).
+                (check,) = plan({fix.window: catalog}, info.reset, 0, now)
+                used = (await self.store.usage(info.bucket, [check]))[fix.window]
+                unseen = (catalog - used) - fix.remaining
+                if unseen > 0:
+                    await self.store.adjust(info.bucket, fix.window, check.slot, unseen, check.ttl)
 
     # ---- failures ----------------------------------------------------------------------
     async def async_post_call_failure_deployment_hook(

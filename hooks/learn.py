@@ -42,7 +42,7 @@ def corrections(provider: str, headers: Mapping[str, str]) -> list[HeaderFix]:
         for name, value in h.items():
             m = _CEREBRAS.match(name)
             if m:
-                window = ("r" if m.group(2) == "requests" else "t") + m.group(3)[0]
+                window = ("r" if m.group(2) == "requests" else "t") + "p" + m.group(3)[0]
                 found.setdefault(window, {})[m.group(1)] = value
     return [
         HeaderFix(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import yaml
 from dotenv import load_dotenv
 from rich.console import Console
 from rich.table import Table
@@ -33,6 +34,7 @@ if __package__ in (None, ""):  # run as a file: make `hooks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hooks.usage_store import (
+    QUOTA_OUTCOMES,
     SUCCESS,
     USAGE_TABLE,
     default_data_dir,
@@ -42,7 +44,9 @@ from hooks.usage_store import (
     resolve_url,
     usage_table,
 )
+from hooks.windows import ResetRule, day_start, next_reset
 
+ROOT = Path(__file__).resolve().parent.parent
 BREAKDOWNS = ("provider", "model", "key", "owner")
 METRICS = (
     "requests",
@@ -186,14 +190,66 @@ def top_failing_keys(conn: sa.Connection, since: datetime, until: datetime, limi
     return out
 
 
-def quota_section(conn: sa.Connection, catalog_dir: Path, until: datetime) -> list[dict[str, Any]] | None:
-    """Remaining daily quota per bucket (owner, model) from the catalogs in `catalog_dir`.
+def daily_buckets(config: dict[str, Any]) -> dict[tuple[str, str, str], tuple[dict[str, int], ResetRule]]:
+    """(provider, owner, model or "*") -> (daily limits, reset rule), from a generated config."""
+    out: dict[tuple[str, str, str], tuple[dict[str, int], ResetRule]] = {}
+    for d in config.get("model_list") or []:
+        kp = (d.get("model_info") or {}).get("keypool")
+        if not kp:
+            continue
+        daily = {w: int(v) for w, v in (kp.get("limits") or {}).items() if w in ("rpd", "tpd")}
+        if daily:
+            model = "*" if kp.get("limit_scope") == "account" else str(kp["model"])
+            out[(str(kp["provider"]), str(kp["owner"]), model)] = (daily, ResetRule.from_dict(kp.get("daily_reset")))
+    return out
 
-    Not implemented yet: the boundary for it. It will read the catalogs' daily limits and reset
-    rules (hooks/windows.py), sum each bucket's usage since its window start here in SQL, and
-    return one row per bucket; the report then prints it as its own section.
-    """
-    return None
+
+def quota_section(conn: sa.Connection, config_path: Path, until: datetime) -> list[dict[str, Any]]:
+    """Remaining daily quota per bucket (owner, model; owner alone for account-wide limits),
+    as keypool counts it: usage since the provider's last reset (midnight providers) or over
+    the last 24 h (rolling ones), summed in SQL."""
+    buckets = daily_buckets(yaml.safe_load(config_path.read_text(encoding="utf-8")) or {})
+    t = usage_table
+    now = until.timestamp()
+    used: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for rule in {rule for _, rule in buckets.values()}:
+        since = day_start(rule, now) if rule.mode == "midnight" else now - 86400
+        providers = sorted({p for (p, _, _), (_, r) in buckets.items() if r == rule})
+        stmt = (
+            sa.select(t.c.provider, t.c.owner, t.c.model, sa.func.count(), sa.func.sum(t.c.total_tokens))
+            .where(
+                t.c.ts >= datetime.fromtimestamp(since, UTC).replace(tzinfo=None),
+                t.c.ts < until.replace(tzinfo=None),
+                t.c.outcome.in_(sorted(QUOTA_OUTCOMES)),
+                t.c.provider.in_(providers),
+            )
+            .group_by(t.c.provider, t.c.owner, t.c.model)
+        )
+        for provider, owner, model, requests, tokens in conn.execute(stmt):
+            key = (provider, owner, model) if (provider, owner, model) in buckets else (provider, owner, "*")
+            r, tk = used.get(key, (0, 0))
+            used[key] = (r + int(requests), tk + int(tokens or 0))
+    rows = []
+    for (provider, owner, model), (limits, rule) in sorted(buckets.items()):
+        requests, tokens = used.get((provider, owner, model), (0, 0))
+        resets = (
+            datetime.fromtimestamp(next_reset(rule, now), UTC).isoformat() if rule.mode == "midnight" else "rolling"
+        )
+        for window, limit in sorted(limits.items()):
+            spent = requests if window == "rpd" else tokens
+            rows.append(
+                {
+                    "provider": provider,
+                    "owner": owner,
+                    "model": model,
+                    "window": window,
+                    "limit": limit,
+                    "used": spent,
+                    "remaining": max(0, limit - spent),
+                    "resets": resets,
+                }
+            )
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +262,7 @@ def build_report(
     until: datetime,
     by: Sequence[str],
     top: int,
-    catalog_dir: Path | None = None,
+    config_path: Path | None = None,
 ) -> dict[str, Any]:
     report: dict[str, Any] = {
         "since": since.isoformat(),
@@ -228,8 +284,8 @@ def build_report(
             report[f"by_{b}"] = breakdown(conn, b, since, until)
         report["errors"] = error_classes(conn, since, until)
         report["top_failing_keys"] = top_failing_keys(conn, since, until, top)
-        if catalog_dir is not None:
-            report["daily_quota"] = quota_section(conn, catalog_dir, until)
+        if config_path is not None:
+            report["daily_quota"] = quota_section(conn, config_path, until)
     return report
 
 
@@ -282,8 +338,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             ["provider", "key_fingerprint", "key_index", "requests", "failures", "last_failure"],
         )
     )
-    if report.get("daily_quota") is None and "daily_quota" in report:
-        console.print("[dim]Remaining daily quota: not implemented yet.[/dim]")
+    if report.get("daily_quota"):
+        cols = ["provider", "owner", "model", "window", "limit", "used", "remaining", "resets"]
+        console.print(_table("Remaining daily quota", report["daily_quota"], cols))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--by", choices=BREAKDOWNS, default=None, help="one breakdown (default: all)")
     parser.add_argument("--csv", action="store_true", help="CSV on stdout")
     parser.add_argument("--top", type=int, default=10, help="how many failing keys to list")
-    parser.add_argument("--catalog-dir", type=Path, default=None, help="catalogs for remaining quota (not yet)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=ROOT / "litellm_config.yaml",
+        help="generated litellm_config.yaml, for the remaining daily quota per bucket",
+    )
     sub = parser.add_subparsers(dest="command")
     p_prune = sub.add_parser("prune", help="delete rows older than N days")
     _common(p_prune, suppress=True)
@@ -356,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         by = [args.by] if args.by else list(BREAKDOWNS)
         if engine is None:
             err.print("[yellow]no usage ledger yet[/yellow]")
-        report = build_report(engine, since, until, by, args.top, args.catalog_dir)
+        config = args.config if args.config and args.config.exists() else None
+        report = build_report(engine, since, until, by, args.top, config)
         if args.json:
             print(json.dumps(report, indent=2))
         elif args.csv:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from hooks.windows import ResetRule, next_reset
 from tests.fake_upstream import FakeUpstream
-from tests.support import Proxy, key_value, pool_env, write_catalogs
+from tests.support import ROOT, Proxy, key_value, pool_env, write_catalogs
 
 pytestmark = pytest.mark.e2e
 
@@ -144,3 +146,33 @@ def test_provider_limits_tighter_than_the_catalog_show_no_client_429_while_capac
         assert isinstance(last, openai.RateLimitError)
         assert 1 <= int(last.response.headers["retry-after"]) <= 62
         assert {e["class"] for e in events(proxy)} == {"rate_limit"}
+
+
+def test_revalidate_brings_back_only_the_keys_that_answer(upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.reset()
+    healed, gone = key_value("groq", 1, "reval"), key_value("groq", 2, "reval")
+    upstream.configure(keys={healed: {"mode": "dead"}, gone: {"mode": "dead"}})
+    env = pool_env(upstream.url, {"groq": 3}, prefix="reval")
+    proxy = Proxy(tmp_path, env, Path("config").resolve())
+    with proxy:
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 8))
+        assert sorted(e["class"] for e in events(proxy)) == ["dead_key", "dead_key"]
+    upstream.configure(keys={healed: {"mode": "ok"}})  # the provider restored key 1
+    probe = subprocess.run(
+        [sys.executable, "-m", "scripts.revalidate", "--env-file", "/dev/null", "--json"],
+        cwd=ROOT,
+        env={**proxy.process_env()},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    results = {p["key"].split(":")[0]: p["result"] for p in json.loads(probe.stdout)}
+    assert results == {"groq#1": "back", "groq#2": "still out"}
+    assert healed not in probe.stdout + probe.stderr and gone not in probe.stdout + probe.stderr
+    before = per_key(upstream, "reval-groq-")[healed]["ok"]
+    (tmp_path / "data" / "parks.json").unlink()  # the ledger alone must not bring key 1's verdict back
+    with proxy:
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 12))
+        stats = per_key(upstream, "reval-groq-")
+        assert stats[healed]["ok"] > before  # serving again
+        assert stats[gone]["errors"] == {"401": 2}  # the startup probe's 401 and the first one; no more
