@@ -56,6 +56,7 @@ def _dead_from_ledger(ledger: UsageStore) -> set[str]:
 async def _probe(deployment: dict[str, Any], env: dict[str, str]) -> tuple[str, str]:
     import litellm
 
+    litellm.suppress_debug_info = True  # it prints a help banner to stdout on every failure
     params = deployment["litellm_params"]
     api_key = env[params["api_key"].removeprefix("os.environ/")]
     base = params.get("api_base")

@@ -175,4 +175,25 @@ def test_revalidate_brings_back_only_the_keys_that_answer(upstream: FakeUpstream
         assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 12))
         stats = per_key(upstream, "reval-groq-")
         assert stats[healed]["ok"] > before  # serving again
-        assert stats[gone]["errors"] == {"401": 2}  # the startup probe's 401 and the first one; no more
+        assert stats[gone]["errors"] == {"401": 2}  # the first failure and the probe's; no more
+
+
+def test_cerebras_headers_stop_keypool_before_the_provider_refuses(upstream: FakeUpstream, tmp_path: Path) -> None:
+    upstream.reset()
+    upstream.configure(limits={"cerebras": {"gpt-oss-120b": {"rpd": 4}}})  # the provider's real limit
+    cdir = write_catalogs(
+        tmp_path / "config",
+        {
+            "cerebras": {
+                "models": {"gpt-oss-120b": {"limits": {"rpm": 100, "rpd": 1000}, "default_completion_tokens": 8}}
+            }
+        },
+    )
+    with Proxy(tmp_path, pool_env(upstream.url, {"cerebras": 1}, prefix="hdr"), cdir) as proxy:
+        results = ask(proxy, "cerebras/gpt-oss-120b", 6)
+        assert [isinstance(r, Exception) for r in results] == [False] * 4 + [True] * 2
+        assert all(isinstance(r, openai.RateLimitError) for r in results[4:])
+        assert int(results[-1].response.headers["retry-after"]) > 60  # parked until the stated day reset
+        assert per_key(upstream, "hdr-cerebras-")[key_value("cerebras", 1, "hdr")]["429"] == 0
+        (differs,) = events(proxy, "limit_differs")
+        assert (differs["window"], differs["catalog"], differs["provider_says"]) == ("rpd", 1000, 4)
