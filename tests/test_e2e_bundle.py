@@ -109,3 +109,19 @@ def test_alias_falls_back_across_providers(upstream: FakeUpstream, tmp_path: Pat
         # Each exhausted Groq key was asked once, then parked until its reset.
         groq = {k: v for k, v in upstream.stats()["keys"].items() if k.startswith("fallback-groq-")}
         assert sorted(v["429"] for v in groq.values()) == [1, 1]
+
+
+def test_real_pool_shape_loads_and_serves(upstream: FakeUpstream, tmp_path: Path) -> None:
+    shape = {"cerebras": 51, "groq": 16, "gemini": 110, "openrouter": 31}
+    env = pool_env(upstream.url, shape, prefix="shape")
+    proxy = Proxy(tmp_path, env, Path("config").resolve())
+    models = {p: len(proxy.generated.catalogs[p].models) for p in shape}
+    assert len(proxy.generated.config["model_list"]) == sum(shape[p] * models[p] for p in shape)
+    proxy.start(timeout=300)
+    try:
+        client = proxy.client()
+        for provider, group in GROUPS.items():
+            resp = client.chat.completions.create(model=group, messages=[{"role": "user", "content": provider}])
+            assert resp.choices[0].message.content
+    finally:
+        proxy.stop()
