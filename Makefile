@@ -1,4 +1,4 @@
-.PHONY: run test setup generate check report bench lint
+.PHONY: run test setup generate check report revalidate lint
 
 run:        ## set up, generate the config and start the proxy on :4000 (demo without .env)
 	bash scripts/run.sh
@@ -17,6 +17,9 @@ check:      ## validate .env and config/ without writing
 
 report:     ## usage per provider, model, key and owner over the last 24 h
 	.venv/bin/python scripts/usage_report.py
+
+revalidate: ## re-check dead keys with one minimal request each; bring back those that answer
+	.venv/bin/python -m scripts.revalidate
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -1,0 +1,89 @@
+"""The callback's glue, in process: LiteLLM's real exception classes, no server."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import litellm
+import pytest
+from litellm.types.router import RouterRateLimitError
+
+from hooks.buckets import MemoryBuckets
+from hooks.callback import KeypoolHook
+from hooks.usage_store import UsageStore
+from tests.test_admission import deployment
+
+GROUP = "groq/m"
+
+
+@pytest.fixture
+def hook(tmp_path: Path) -> KeypoolHook:
+    ledger = UsageStore(None, tmp_path, "test", flush_interval=0.05)
+    ledger.start()
+    return KeypoolHook(store=MemoryBuckets(), ledger=ledger)
+
+
+def deps(n: int, limits: dict | None = None) -> list[dict]:
+    return [deployment(i, limits=limits or {"rpm": 1}) for i in range(1, n + 1)]
+
+
+async def pick(hook: KeypoolHook, pool: list[dict], call_id: str) -> str:
+    (chosen,) = await hook.async_filter_deployments(
+        GROUP, pool, [{"role": "user", "content": "hi"}], {"litellm_call_id": call_id}
+    )
+    return str(chosen["model_info"]["id"])
+
+
+async def test_each_attempt_of_a_request_gets_a_key_it_has_not_tried(hook: KeypoolHook) -> None:
+    pool = deps(3, {"rpm": 10})
+    tried = {await pick(hook, pool, "req-1") for _ in range(3)}
+    assert tried == {d["model_info"]["id"] for d in pool}
+
+
+async def test_dry_pool_raises_a_final_429_with_the_computed_wait(hook: KeypoolHook) -> None:
+    pool = deps(2)
+    await pick(hook, pool, "a")
+    await pick(hook, pool, "b")
+    with pytest.raises(RouterRateLimitError) as err:
+        await pick(hook, pool, "c")
+    assert 55 <= err.value.cooldown_time <= 61
+    assert err.value.num_retries == 0  # type: ignore[attr-defined]
+
+
+async def test_a_client_error_is_answered_again_without_another_key(hook: KeypoolHook) -> None:
+    pool = deps(3, {"rpm": 10})
+    first = await pick(hook, pool, "req-x")
+    error = litellm.ContextWindowExceededError(
+        message='GroqException - {"error": {"message": "This model\'s maximum context length is 131072 tokens", '
+        '"type": "invalid_request_error", "code": "context_length_exceeded"}}',
+        model="m",
+        llm_provider="groq",
+    )
+    request = {"litellm_call_id": "req-x", "litellm_params": {"model_info": {"id": first}}}
+    await hook.async_post_call_failure_deployment_hook(request, error, None)
+    with pytest.raises(litellm.ContextWindowExceededError) as again:
+        await pick(hook, pool, "req-x")
+    assert again.value.__traceback__ is not None and again.value.__suppress_context__
+    assert hook.counts[("groq", "too_large")] == 1
+
+
+async def test_a_dead_key_is_parked_and_shows_in_pool_state(hook: KeypoolHook) -> None:
+    pool = deps(2, {"rpm": 10})
+    first = await pick(hook, pool, "req-d")
+    dead = litellm.AuthenticationError(
+        message='GroqException - {"error": {"message": "Invalid API Key", "type": "invalid_request_error", '
+        '"code": "invalid_api_key"}}',
+        model="m",
+        llm_provider="groq",
+    )
+    await hook.async_post_call_failure_deployment_hook(
+        {"litellm_call_id": "req-d", "litellm_params": {"model_info": {"id": first}}}, dead, None
+    )
+    for n in range(5):  # every later request avoids the dead key
+        assert await pick(hook, pool, f"later-{n}") != first
+    state = await hook.pool_state()
+    (parked,) = state["groups"][GROUP]["parked"]
+    assert parked["deployment"] == first and parked["until"] is None and parked["reason"].startswith("dead_key")
+    assert state["failures"] == {"groq:dead_key": 1}
+    assert math.isinf((await hook.store.parks("key:"))[f"key:{parked['key']}"][0])
