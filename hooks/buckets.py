@@ -359,9 +359,10 @@ class RedisBuckets:
                     out[key[len(head) :]] = (float(until), reason)
         return out
 
-    async def claim_once(self, name: str, ttl: int) -> bool:
-        """True for exactly one caller until `ttl` passes or the keys are flushed."""
-        return bool(await self._redis.set(f"{self._prefix}once:{name}", "1", nx=True, ex=ttl))
+    async def claim_once(self, name: str) -> bool:
+        """True for exactly one caller until the keys are flushed (by a Redis restart without
+        persistence, say): the marker lives exactly as long as the state it stands for."""
+        return bool(await self._redis.set(f"{self._prefix}once:{name}", "1", nx=True))
 
     async def usage(self, bucket: str, checks: Sequence[WindowCheck]) -> dict[str, int]:
         out = {}

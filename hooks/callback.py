@@ -241,7 +241,7 @@ class KeypoolHook(CustomLogger):
         """Only one process restores into a shared store, and only while it is empty."""
         if not isinstance(self.store, RedisBuckets):
             return True
-        return await self.store.claim_once("hydrated", ttl=86400)
+        return await self.store.claim_once("hydrated")
 
     def _record(
         self,
