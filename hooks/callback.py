@@ -152,6 +152,34 @@ class KeypoolHook(CustomLogger):
         self.counts: Counter[tuple[str, str]] = Counter()
         self._limits_logged: set[tuple[str, str, str, int]] = set()
 
+    def install_shutdown(self) -> None:
+        """Close the ledger when the proxy shuts down.
+
+        uvicorn re-raises SIGTERM after its graceful shutdown, so the process dies without
+        running atexit, and LiteLLM's shutdown calls no callback: wrap the proxy's own
+        shutdown event (looked up as a module global when the lifespan ends).
+        """
+        server = sys.modules.get("litellm.proxy.proxy_server")
+        original = getattr(server, "proxy_shutdown_event", None)
+        if server is None or original is None or getattr(original, "_keypool", False):
+            if server is not None and original is None:
+                log.warning("keypool: this LiteLLM has no proxy_shutdown_event; the ledger closes at exit only")
+            return
+
+        async def shutdown_event(*args: Any, **kwargs: Any) -> None:
+            try:
+                await original(*args, **kwargs)
+            finally:
+                await self.aclose()
+
+        shutdown_event._keypool = True  # type: ignore[attr-defined]
+        server.proxy_shutdown_event = shutdown_event  # type: ignore[attr-defined]
+
+    async def aclose(self) -> None:
+        """Write or journal every pending ledger row (SIGTERM, proxy shutdown)."""
+        if self._ledger is not None:
+            await asyncio.to_thread(self._ledger.close, 10.0)
+
     @property
     def store(self) -> Buckets:
         if self._store is None:
