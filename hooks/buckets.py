@@ -114,14 +114,23 @@ def decide(
     return Admission(True, slots=tuple((c.name, c.slot) for c in checks if windows.is_tokens(c.name)))
 
 
+@dataclass(frozen=True)
+class Change:
+    window: str
+    slot: int
+    delta: int
+    ttl: int  # how long Redis keeps the window's hash after this write
+
+
 class Buckets(Protocol):
     async def acquire(self, bucket: str, checks: Sequence[WindowCheck], parks: Sequence[str], now: float) -> Admission:
         """Atomically: refuse if any park scope is active or any window lacks room, else
         record every check's units."""
         ...
 
-    async def adjust(self, bucket: str, window: str, slot: int, delta: int, ttl: int) -> None:
-        """Add `delta` units (negative to give back) to one slot: settle or release tokens."""
+    async def adjust(self, bucket: str, changes: Sequence[Change]) -> None:
+        """Add each change's units (negative to give back) to its slot, never below zero:
+        settle or release tokens, restore usage. One round trip for all of a bucket's windows."""
         ...
 
     async def park(self, scope: str, until: float, reason: str) -> None:
@@ -200,9 +209,10 @@ class MemoryBuckets:
                 slots[check.slot] = slots.get(check.slot, 0) + check.need
         return verdict
 
-    async def adjust(self, bucket: str, window: str, slot: int, delta: int, ttl: int) -> None:
-        slots = self._slots.setdefault((bucket, window), {})
-        slots[slot] = max(0, slots.get(slot, 0) + delta)
+    async def adjust(self, bucket: str, changes: Sequence[Change]) -> None:
+        for c in changes:
+            slots = self._slots.setdefault((bucket, c.window), {})
+            slots[c.slot] = max(0, slots.get(c.slot, 0) + c.delta)
 
     async def park(self, scope: str, until: float, reason: str) -> None:
         if until > self._parks.get(scope, (0.0, ""))[0]:
@@ -299,11 +309,15 @@ redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'EX', tonumber(ARGV[3]))
 return 1
 """
 
+# KEYS: one hash per change; ARGV: slot, delta, ttl for each.
 _ADJUST = """
-local v = redis.call('HINCRBY', KEYS[1], ARGV[1], tonumber(ARGV[2]))
-if v < 0 then redis.call('HSET', KEYS[1], ARGV[1], 0) end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return v
+for i = 1, #KEYS do
+  local b = (i - 1) * 3
+  local v = redis.call('HINCRBY', KEYS[i], ARGV[b + 1], tonumber(ARGV[b + 2]))
+  if v < 0 then redis.call('HSET', KEYS[i], ARGV[b + 1], 0) end
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[b + 3]))
+end
+return #KEYS
 """
 
 
@@ -337,8 +351,13 @@ class RedisBuckets:
         wake = INF if res[1] == "inf" else float(res[1])
         return Admission(False, wake, str(res[2]))
 
-    async def adjust(self, bucket: str, window: str, slot: int, delta: int, ttl: int) -> None:
-        await self._adjust(keys=[self._win_key(bucket, window)], args=[slot, delta, ttl])
+    async def adjust(self, bucket: str, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        args: list[int] = []
+        for c in changes:
+            args += [c.slot, c.delta, c.ttl]
+        await self._adjust(keys=[self._win_key(bucket, c.window) for c in changes], args=args)
 
     async def park(self, scope: str, until: float, reason: str) -> None:
         ttl = max(1, math.ceil(until - time.time())) if math.isfinite(until) else 10 * 365 * 86400

@@ -25,7 +25,7 @@ from litellm.types.router import RouterRateLimitError
 
 from hooks import windows
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
-from hooks.buckets import Buckets, MemoryBuckets, RedisBuckets, plan
+from hooks.buckets import Buckets, Change, MemoryBuckets, RedisBuckets, plan
 from hooks.classify import Kind, classify
 from hooks.cooldowns import PERSISTENT_KINDS, parks_for
 from hooks.hydrate import DAY_SLOT, MINUTE_BUCKET, Aggregate, ParkEvent, fixed_rules, parks_from_events, restores
@@ -250,9 +250,12 @@ class KeypoolHook(CustomLogger):
         restored = 0
         for kind, since, seconds in plan:
             rows = await asyncio.to_thread(query, since, seconds)
+            by_bucket: dict[str, list[Change]] = {}
             for r in restores(rows, kind, infos, now):
-                await self.store.adjust(r.bucket, r.window, r.slot, r.amount, r.ttl)
+                by_bucket.setdefault(r.bucket, []).append(Change(r.window, r.slot, r.amount, r.ttl))
                 restored += r.amount
+            for bucket, changes in by_bucket.items():
+                await self.store.adjust(bucket, changes)
         # Key verdicts are per key and kept until revalidated; quota verdicts are per model and
         # matter only until the provider's next reset.
         key_events = await asyncio.to_thread(ledger.last_outcomes, KEY_OUTCOMES, utc(now - 30 * 86400))
@@ -417,8 +420,8 @@ class KeypoolHook(CustomLogger):
         delta = (actual if actual is not None else 0) - res.tokens
         if delta == 0 or not res.slots:
             return
-        for window, slot in res.slots:
-            await self.store.adjust(res.info.bucket, window, slot, delta, windows.length(window) * 2 + 120)
+        changes = [Change(w, slot, delta, windows.length(w) * 2 + 120) for w, slot in res.slots]
+        await self.store.adjust(res.info.bucket, changes)
         if delta < 0:
             for index in self.indexes.values():
                 index.wake_bucket(res.info.bucket)
@@ -499,7 +502,7 @@ class KeypoolHook(CustomLogger):
                 used = (await self.store.usage(info.bucket, [check]))[fix.window]
                 unseen = (catalog - used) - fix.remaining
                 if unseen > 0:
-                    await self.store.adjust(info.bucket, fix.window, check.slot, unseen, check.ttl)
+                    await self.store.adjust(info.bucket, [Change(fix.window, check.slot, unseen, check.ttl)])
 
     # ---- failures ----------------------------------------------------------------------
     async def async_post_call_failure_deployment_hook(

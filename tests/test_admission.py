@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from hooks.admission import GroupIndex, NoCapacity, choose, estimate_tokens
-from hooks.buckets import Admission, MemoryBuckets, WindowCheck
+from hooks.buckets import Admission, Change, MemoryBuckets, WindowCheck
 from hooks.keyinfo import KeyInfo
 
 T0 = 1_800_000_000.0
@@ -125,7 +125,7 @@ async def test_released_tokens_wake_a_sleeping_bucket() -> None:
     c = await choose(idx, store, "g", 800, 100, T0)
     with pytest.raises(NoCapacity):
         await choose(idx, store, "g", 800, 100, T0)
-    await store.adjust(c.info.bucket, "tpm", c.admission.slots[0][1], -c.tokens, 200)
+    await store.adjust(c.info.bucket, [Change("tpm", c.admission.slots[0][1], -c.tokens, 200)])
     idx.wake_bucket(c.info.bucket)
     assert (await choose(idx, store, "g", 800, 100, T0)).info.key_index == 1
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hooks.buckets import INF, Buckets, MemoryBuckets, RedisBuckets, plan, wake_time
+from hooks.buckets import INF, Buckets, Change, MemoryBuckets, RedisBuckets, plan, wake_time
 from hooks.windows import ResetRule, next_reset
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -58,8 +58,11 @@ async def test_adjust_replaces_the_estimate_with_actual_usage(store: Buckets) ->
     adm = await store.acquire("b", checks, [], T0)
     assert adm.ok and adm.slots == (("tpm", int(T0)),)
     assert (await store.usage("b", checks))["tpm"] == 900
-    await store.adjust("b", "tpm", int(T0), 100 - 900, 200)  # actual was 100
+    await store.adjust("b", [Change("tpm", int(T0), 100 - 900, 200)])  # actual was 100
     assert (await store.usage("b", checks))["tpm"] == 100
+    await store.adjust("b", [Change("tpm", int(T0), -5000, 200)])  # never below zero
+    assert (await store.usage("b", checks))["tpm"] == 0
+    await store.adjust("b", [Change("tpm", int(T0), 100, 200)])
     assert (await store.acquire("b", plan(limits, ROLLING, 900, T0), [], T0)).ok
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import litellm
@@ -18,10 +19,11 @@ GROUP = "groq/m"
 
 
 @pytest.fixture
-def hook(tmp_path: Path) -> KeypoolHook:
+def hook(tmp_path: Path) -> Iterator[KeypoolHook]:
     ledger = UsageStore(None, tmp_path, "test", flush_interval=0.05)
     ledger.start()
-    return KeypoolHook(store=MemoryBuckets(), ledger=ledger)
+    yield KeypoolHook(store=MemoryBuckets(), ledger=ledger)
+    ledger.close()
 
 
 def deps(n: int, limits: dict | None = None) -> list[dict]:
