@@ -26,14 +26,28 @@ BANNER
   .venv/bin/python -m tests.fake_upstream --host 127.0.0.1 --port "$UPSTREAM_PORT" &
   upstream_pid=$!
   trap 'kill $upstream_pid 2>/dev/null || true' EXIT
-  trap 'exit 143' INT TERM
   export KEYPOOL_DEMO_UPSTREAM="http://127.0.0.1:$UPSTREAM_PORT"
 fi
 
 .venv/bin/python -m scripts.generate_config --env-file "$ENV_FILE"
-# The real environment wins over the file, as in the generator.
-.venv/bin/python -m dotenv -f "$ENV_FILE" run --no-override -- \
-  .venv/bin/litellm --config litellm_config.yaml --host "$HOST" --port "$PORT" &
+
+# Export the file's variables; the real environment wins, as in the generator. Values go from
+# python-dotenv straight into this shell, never to the terminal.
+eval "$(.venv/bin/python - "$ENV_FILE" <<'PY'
+import os, shlex, sys
+from dotenv import dotenv_values
+for name, value in dotenv_values(sys.argv[1]).items():
+    if value is not None and name not in os.environ:
+        print(f"export {name}={shlex.quote(value)}")
+PY
+)"
+
+cleanup() {
+  kill ${proxy_pid:-} ${upstream_pid:-} 2>/dev/null || true
+  wait 2>/dev/null || true  # leave only once the proxy has flushed and exited
+}
+trap cleanup EXIT
+trap 'exit 143' INT TERM
+.venv/bin/litellm --config litellm_config.yaml --host "$HOST" --port "$PORT" &
 proxy_pid=$!
-trap 'kill $proxy_pid 2>/dev/null || true; kill ${upstream_pid:-} 2>/dev/null || true' EXIT
 wait $proxy_pid

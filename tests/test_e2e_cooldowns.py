@@ -34,6 +34,13 @@ def events(proxy: Proxy, event: str = "upstream_failure") -> list[dict]:
     return out
 
 
+def roomy(tmp_path: Path, provider: str, model: str) -> Path:
+    """Catalogs where one model allows plenty per minute and day: random key picks need
+    enough requests to be sure every key is tried once."""
+    limits = {"rpm": 1000, "rpd": 100000}
+    return write_catalogs(tmp_path / "config", {provider: {"models": {model: {"limits": limits}}}})
+
+
 def per_key(upstream: FakeUpstream, prefix: str) -> dict[str, dict]:
     return {k: v for k, v in upstream.stats()["keys"].items() if k.startswith(prefix)}
 
@@ -52,8 +59,9 @@ def ask(proxy: Proxy, model: str, n: int, content: str = "hi") -> list[object]:
 def test_daily_quota_parks_the_key_until_the_providers_reset(upstream: FakeUpstream, tmp_path: Path) -> None:
     upstream.reset()
     upstream.configure(keys={key_value("gemini", 3, "daily"): {"mode": "daily_exhausted"}})
-    with Proxy(tmp_path, pool_env(upstream.url, {"gemini": 3}, prefix="daily"), Path("config").resolve()) as proxy:
-        results = ask(proxy, GEMINI, 8)  # two live keys x 5 rpm
+    cdir = roomy(tmp_path, "gemini", "gemini-2.5-flash")
+    with Proxy(tmp_path, pool_env(upstream.url, {"gemini": 3}, prefix="daily"), cdir) as proxy:
+        results = ask(proxy, GEMINI, 40)  # key 3 is picked at some point: (2/3)^40
         assert all(not isinstance(r, Exception) for r in results), results  # the client sees only successes
         stats = per_key(upstream, "daily-gemini-")
         assert stats[key_value("gemini", 3, "daily")]["429"] == 1  # asked once, then parked
@@ -70,9 +78,9 @@ def test_dead_key_is_out_after_one_failure_and_after_restarts(upstream: FakeUpst
     dead = key_value("groq", 2, "dead")
     upstream.configure(keys={dead: {"mode": "dead"}})
     env = pool_env(upstream.url, {"groq": 3}, prefix="dead")
-    proxy = Proxy(tmp_path, env, Path("config").resolve())
+    proxy = Proxy(tmp_path, env, roomy(tmp_path, "groq", "llama-3.3-70b-versatile"))
     with proxy:
-        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 10))
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 40))  # key 2 is hit: (2/3)^40
         assert per_key(upstream, "dead-groq-")[dead]["errors"] == {"401": 1}
         assert [e["class"] for e in events(proxy)] == ["dead_key"]
     # Restart with the park file: still out.
@@ -91,8 +99,9 @@ def test_a_dead_key_reported_as_400_fails_over(upstream: FakeUpstream, tmp_path:
     upstream.reset()
     restricted = key_value("groq", 1, "org400")
     upstream.configure(keys={restricted: {"mode": "org_restricted"}})
-    with Proxy(tmp_path, pool_env(upstream.url, {"groq": 2}, prefix="org400"), Path("config").resolve()) as proxy:
-        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 6))
+    cdir = roomy(tmp_path, "groq", "llama-3.3-70b-versatile")
+    with Proxy(tmp_path, pool_env(upstream.url, {"groq": 2}, prefix="org400"), cdir) as proxy:
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 30))  # key 1 is hit: 2^-30
         assert per_key(upstream, "org400-groq-")[restricted]["errors"] == {"400": 1}
         assert [e["class"] for e in events(proxy)] == ["dead_key"]
 
@@ -153,9 +162,9 @@ def test_revalidate_brings_back_only_the_keys_that_answer(upstream: FakeUpstream
     healed, gone = key_value("groq", 1, "reval"), key_value("groq", 2, "reval")
     upstream.configure(keys={healed: {"mode": "dead"}, gone: {"mode": "dead"}})
     env = pool_env(upstream.url, {"groq": 3}, prefix="reval")
-    proxy = Proxy(tmp_path, env, Path("config").resolve())
+    proxy = Proxy(tmp_path, env, roomy(tmp_path, "groq", "llama-3.3-70b-versatile"))
     with proxy:
-        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 8))
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 40))  # both dead keys are hit
         assert sorted(e["class"] for e in events(proxy)) == ["dead_key", "dead_key"]
     upstream.configure(keys={healed: {"mode": "ok"}})  # the provider restored key 1
     probe = subprocess.run(
@@ -172,7 +181,7 @@ def test_revalidate_brings_back_only_the_keys_that_answer(upstream: FakeUpstream
     before = per_key(upstream, "reval-groq-")[healed]["ok"]
     (tmp_path / "data" / "parks.json").unlink()  # the ledger alone must not bring key 1's verdict back
     with proxy:
-        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 12))
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 30))
         stats = per_key(upstream, "reval-groq-")
         assert stats[healed]["ok"] > before  # serving again
         assert stats[gone]["errors"] == {"401": 2}  # the first failure and the probe's; no more

@@ -42,15 +42,15 @@ def test_every_attempt_is_one_row_with_the_providers_tokens(
         env = pool_env(upstream.url, {"groq": 2, "gemini": 2}, prefix="ledger")
         with Proxy(tmp_path, env, Path("config").resolve(), extra) as proxy:
             client = proxy.client()
-            for model, n in ((GROQ, 6), (GEMINI, 4)):
+            for model, n in ((GROQ, 20), (GEMINI, 4)):  # the dead key 2 is hit: 2^-20
                 for _ in range(n):
                     client.chat.completions.create(model=model, messages=[{"role": "user", "content": "count me"}])
         # SIGTERM: the proxy flushed everything before exiting (uvicorn's re-raised SIGTERM
         # skips atexit, so this is keypool's own shutdown hook at work).
-        assert "usage ledger closed: recorded=11 written=11 journaled=0" in proxy.log_text()
+        assert "usage ledger closed: recorded=25 written=25 journaled=0" in proxy.log_text()
         got = rows(led.engine)
         ok = [r for r in got if r["outcome"] == "success"]
-        assert len(ok) == 10
+        assert len(ok) == 24
         assert [r["outcome"] for r in got if r["outcome"] != "success"] == ["dead_key"]
         failed = next(r for r in got if r["outcome"] == "dead_key")
         assert failed["http_status"] == 401 and failed["key_fingerprint"].startswith("groq#2:")

@@ -48,9 +48,13 @@ def test_run_without_env_starts_an_announced_demo_that_serves(tmp_path: Path) ->
         output = (tmp_path / "run.log").read_text()
         assert "keypool DEMO MODE" in output and "FAKE upstream" in output
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    for p in (port, upstream_port):  # everything it started is gone
+        proc.send_signal(signal.SIGTERM)  # as a service manager would: only the script is told
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    for p in (port, upstream_port):  # the script waited for everything it started
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{p}/", timeout=1)
 
