@@ -18,7 +18,7 @@ def __getattr__(name: str) -> Any:
             from hooks.callback import KeypoolHook
 
             _instance = KeypoolHook()
-            _instance.install_shutdown()
+            _instance.install_in_proxy()
         return _instance
     if name == "user_api_key_auth":
         from hooks.auth import user_api_key_auth

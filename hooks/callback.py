@@ -23,7 +23,7 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import RouterRateLimitError
 
-from hooks import windows
+from hooks import litellm_tuning, windows
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
 from hooks.buckets import Buckets, Change, MemoryBuckets, RedisBuckets, plan
 from hooks.classify import Kind, classify
@@ -152,14 +152,17 @@ class KeypoolHook(CustomLogger):
         self.counts: Counter[tuple[str, str]] = Counter()
         self._limits_logged: set[tuple[str, str, str, int]] = set()
 
-    def install_shutdown(self) -> None:
-        """Close the ledger when the proxy shuts down.
+    def install_in_proxy(self) -> None:
+        """Inside the proxy: tune away LiteLLM's per-request work for features keypool turns off
+        (hooks/litellm_tuning.py), and close the ledger when the proxy shuts down.
 
         uvicorn re-raises SIGTERM after its graceful shutdown, so the process dies without
         running atexit, and LiteLLM's shutdown calls no callback: wrap the proxy's own
         shutdown event (looked up as a module global when the lifespan ends).
         """
         server = sys.modules.get("litellm.proxy.proxy_server")
+        if server is not None:
+            log.info(json.dumps({"event": "litellm_tuning", **litellm_tuning.apply()}))
         original = getattr(server, "proxy_shutdown_event", None)
         if server is None or original is None or getattr(original, "_keypool", False):
             if server is not None and original is None:
