@@ -1,0 +1,1 @@
+"""keypool benchmarks: `.venv/bin/python -m bench.run [--quick]` (see bench/README.md)."""
