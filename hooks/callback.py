@@ -127,8 +127,15 @@ def _provider_headers(response: Any) -> dict[str, str]:
     return out
 
 
+def redis_url(env: Mapping[str, str] = os.environ) -> str:
+    """KEYPOOL_REDIS_URL, else REDIS_URL. LiteLLM also acts on REDIS_URL (its own usage counters,
+    ~4 Redis commands per request that keypool does not need), so `make run` hands the URL to
+    keypool alone through KEYPOOL_REDIS_URL."""
+    return (env.get("KEYPOOL_REDIS_URL") or env.get("REDIS_URL") or "").strip()
+
+
 def _build_store() -> Buckets:
-    url = os.environ.get("REDIS_URL", "").strip()
+    url = redis_url()
     if url:
         return RedisBuckets(url, prefix=os.environ.get("KEYPOOL_REDIS_PREFIX", "keypool:"))
     data_dir = Path(os.environ.get("KEYPOOL_DATA_DIR", "data"))
@@ -142,7 +149,7 @@ class KeypoolHook(CustomLogger):
         self._ledger = ledger
         self._started = False
         self._start_lock: asyncio.Lock | None = None
-        self.shared = bool(os.environ.get("REDIS_URL", "").strip()) if store is None else False
+        self.shared = bool(redis_url()) if store is None else False
         self.indexes: dict[str, GroupIndex] = {}
         self._deployments: dict[str, dict[str, Any]] = {}
         self._requests: OrderedDict[str, RequestState] = OrderedDict()

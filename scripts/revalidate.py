@@ -2,7 +2,7 @@
 
     python -m scripts.revalidate [--env-file .env] [--config-dir config] [--dry-run] [--json]
 
-Keys that answer are parked no longer: in Redis (REDIS_URL) at once for every running proxy; in
+Keys that answer are parked no longer: in Redis (REDIS_URL or KEYPOOL_REDIS_URL) at once for every running proxy; in
 memory mode in `$KEYPOOL_DATA_DIR/parks.json`, read when the proxy starts (stop the proxy first,
 it rewrites that file). Either way a `revalidated` row in the ledger outranks the old verdict,
 so a restart does not bring it back.
@@ -29,6 +29,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hooks.buckets import MemoryBuckets, RedisBuckets
+from hooks.callback import redis_url as keypool_redis_url
 from hooks.classify import Kind, classify
 from hooks.keyinfo import KeyInfo
 from hooks.usage_store import UsageRow, UsageStore
@@ -89,7 +90,7 @@ async def run(env: dict[str, str], config_dir: Path, dry_run: bool) -> list[Prob
     for d in gen.config["model_list"]:
         by_fp.setdefault(d["model_info"]["keypool"]["key_fingerprint"], d)
 
-    redis_url = env.get("REDIS_URL", "").strip()
+    redis_url = keypool_redis_url(env)
     data_dir = Path(env.get("KEYPOOL_DATA_DIR") or "data")
     store = (
         RedisBuckets(redis_url, prefix=env.get("KEYPOOL_REDIS_PREFIX", "keypool:"))

@@ -42,6 +42,13 @@ for name, value in dotenv_values(sys.argv[1]).items():
 PY
 )"
 
+# LiteLLM acts on REDIS_URL too (its own usage counters: ~4 Redis commands per request keypool
+# does not need, measured in bench/). keypool reads KEYPOOL_REDIS_URL first: hand it over.
+if [ -n "${REDIS_URL:-}" ] && [ -z "${KEYPOOL_REDIS_URL:-}" ]; then
+  export KEYPOOL_REDIS_URL=$REDIS_URL
+  unset REDIS_URL
+fi
+
 cleanup() {
   kill ${proxy_pid:-} ${upstream_pid:-} 2>/dev/null || true
   wait 2>/dev/null || true  # leave only once the proxy has flushed and exited

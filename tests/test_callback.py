@@ -89,3 +89,11 @@ async def test_a_dead_key_is_parked_and_shows_in_pool_state(hook: KeypoolHook) -
     assert parked["deployment"] == first and parked["until"] is None and parked["reason"].startswith("dead_key")
     assert state["failures"] == {"groq:dead_key": 1}
     assert math.isinf((await hook.store.parks("key:"))[f"key:{parked['key']}"][0])
+
+
+def test_keypool_redis_url_wins_over_the_one_litellm_also_reads() -> None:
+    from hooks.callback import redis_url
+
+    assert redis_url({"REDIS_URL": "redis://a"}) == "redis://a"
+    assert redis_url({"REDIS_URL": "redis://a", "KEYPOOL_REDIS_URL": "redis://b"}) == "redis://b"
+    assert redis_url({}) == ""
