@@ -86,15 +86,10 @@ FULL = OverheadPlan(
     max_phase_seconds=120.0,
     profile_seconds=20.0,
     redis_requests=300,
-    variants=(
-        "keypool+skip-cooldown-read",
-        "keypool+no-group-usage-headers",
-        "keypool+no-otel-seed",
-        "keypool+all-three",
-    ),
+    variants=("keypool-untuned", "litellm-keypool-settings+tuning"),
     parallel_start=False,
     startup_profiles=True,
-    redis_setups=("REDIS_URL", "BENCH_KEYPOOL_REDIS_URL"),
+    redis_setups=("KEYPOOL_REDIS_URL", "REDIS_URL"),
     ready_repeats=3,
 )
 QUICK = OverheadPlan(
@@ -107,10 +102,10 @@ QUICK = OverheadPlan(
     max_phase_seconds=40.0,
     profile_seconds=4.0,
     redis_requests=30,
-    variants=("keypool+all-three",),
+    variants=("keypool-untuned",),
     parallel_start=True,
     startup_profiles=False,
-    redis_setups=("REDIS_URL",),
+    redis_setups=("KEYPOOL_REDIS_URL",),
     ready_repeats=0,
 )
 
@@ -388,8 +383,8 @@ def direct(fake: FakeProc, plan: OverheadPlan) -> dict[str, Any]:
 
 
 REDIS_SETUPS: dict[str, str] = {
-    "keypool, REDIS_URL (as documented)": "REDIS_URL",
-    "keypool, its own variable (variant; LiteLLM stays in memory)": "BENCH_KEYPOOL_REDIS_URL",
+    "keypool, KEYPOOL_REDIS_URL (as documented; LiteLLM stays in memory)": "KEYPOOL_REDIS_URL",
+    "keypool, REDIS_URL in the proxy's environment (LiteLLM acts on it too)": "REDIS_URL",
 }
 
 
@@ -407,11 +402,8 @@ def redis_round_trips(
                 continue
             prefix = f"kpbench:{uuid.uuid4().hex[:8]}:"
             env = {**shape.env, var: redis.url, "KEYPOOL_REDIS_PREFIX": prefix}
-            edits: tuple[ConfigEdit, ...] = ()
-            if var != "REDIS_URL":
-                edits = (add_callback("bench.variants.keypool_own_redis_var.instance"),)
-            slug = "redis-url" if var == "REDIS_URL" else "redis-own-var"
-            proxy = ProxyProc(slug, workdir / slug, edited(shape.config, *edits), env)
+            slug = var.lower().replace("_", "-")
+            proxy = ProxyProc(slug, workdir / slug, edited(shape.config), env)
             try:
                 proxy.start()
                 for group in groups:
@@ -487,6 +479,7 @@ def profile_startup(shape: Shape, name: str, edits: tuple[ConfigEdit, ...], work
     if not out.exists():
         return {"error": "py-spy produced no output", "ready_s_under_py_spy": round(ready, 2)}
     agg = profile.aggregate(out, top=20)
+    agg["startup_shares_pct"] = profile.startup_shares(out)
     agg["ready_s_under_py_spy"] = round(ready, 2)
     agg["raw_file"] = str(out)
     return agg
@@ -547,11 +540,11 @@ def ready_repeats(
     }
 
 
-VARIANTS: dict[str, str] = {
-    "keypool+skip-cooldown-read": "bench.variants.no_cooldown_read.instance",
-    "keypool+no-group-usage-headers": "bench.variants.no_group_usage_headers.instance",
-    "keypool+no-otel-seed": "bench.variants.no_otel_seed.instance",
-    "keypool+all-three": "bench.variants.all_three.instance",
+# keypool now carries the LiteLLM tuning the first benchmark runs proposed (hooks/litellm_tuning.py):
+# these variants measure what it is worth and what keypool's hooks cost beside it.
+VARIANTS: dict[str, tuple[ConfigEdit, ...]] = {
+    "keypool-untuned": (add_callback("bench.variants.no_tuning.instance", first=True),),
+    "litellm-keypool-settings+tuning": (hooks_off, add_callback("bench.variants.tuning_only.instance")),
 }
 
 
@@ -565,6 +558,10 @@ def paired_c1(shape_out: dict[str, Any], measures_lat: dict[str, list[float]]) -
             continue
         diffs = [a - b for a, b in zip(lat, base, strict=True)]
         shape_out[name]["c1_paired_median_diff_vs_litellm_ms"] = round(percentile(diffs, 0.5), 3)
+    tuned, kp = measures_lat.get("litellm-keypool-settings+tuning"), measures_lat.get("keypool")
+    if tuned and kp and len(tuned) == len(kp):
+        diffs = [a - b for a, b in zip(kp, tuned, strict=True)]
+        shape_out["keypool"]["c1_paired_median_diff_vs_settings_tuning_ms"] = round(percentile(diffs, 0.5), 3)
 
 
 def run(plan: OverheadPlan, fake: FakeProc, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -574,13 +571,12 @@ def run(plan: OverheadPlan, fake: FakeProc, workdir: Path, log: Callable[[str], 
     out["direct"] = direct(fake, plan)
     log(f"direct: p50 c1 {out['direct']['c1_p50_ms']} ms, c32 {out['direct']['c32_rps']} rps")
     base: dict[str, tuple[ConfigEdit, ...]] = {"keypool": (), "litellm": (bare,)}
-    variants = {name: (add_callback(VARIANTS[name]),) for name in plan.variants}
+    variants = {name: VARIANTS[name] for name in plan.variants}
     for n in plan.sizes:
         shape = scale_shape(n, fake, workdir)
         systems = dict(base)
         if n == plan.sizes[0]:
             systems["litellm-keypool-settings"] = (hooks_off,)
-        if not plan.real_shape and n == plan.sizes[-1]:
             systems.update(variants)
         profiled = ("litellm", "keypool") if n in (plan.sizes[0], plan.sizes[-1]) else ()
         out["shapes"][shape.name] = run_shape(shape, systems, plan, workdir, log, profile_systems=profiled)
@@ -596,7 +592,7 @@ def run(plan: OverheadPlan, fake: FakeProc, workdir: Path, log: Callable[[str], 
             workdir,
             log,
             extra_env={"keypool+slim-config": {"BENCH_KEYPOOL_SIDECAR": str(sidecar)}},
-            profile_systems=("keypool", "litellm", "keypool+all-three"),
+            profile_systems=("keypool", "litellm", "keypool-untuned"),
         )
     out["real_shape"] = {"name": last.name, "deployments": last.deployments, "group": last.group}
     groups = list(REDIS_GROUPS) if plan.real_shape else [last.group]

@@ -221,11 +221,13 @@ def hooks_off(config: dict[str, Any]) -> None:
     config["general_settings"].pop("custom_auth", None)
 
 
-def add_callback(name: str) -> ConfigEdit:
-    """Load one more callback module in the proxy (a throwaway variant in bench/variants)."""
+def add_callback(name: str, first: bool = False) -> ConfigEdit:
+    """Load one more callback module in the proxy (a throwaway variant in bench/variants);
+    `first`: before keypool's, so that it is imported before keypool's hook is built."""
 
     def edit(config: dict[str, Any]) -> None:
-        config["litellm_settings"].setdefault("callbacks", []).append(name)
+        callbacks = config["litellm_settings"].setdefault("callbacks", [])
+        callbacks.insert(0, name) if first else callbacks.append(name)
 
     return edit
 

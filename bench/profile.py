@@ -50,6 +50,19 @@ WATCH: dict[str, str] = {
 }
 
 
+# Start-up: what the time to ready is spent on (inclusive share of busy samples).
+STARTUP_WATCH: dict[str, str] = {
+    "imports (any module import)": "<frozen importlib._bootstrap>:_find_and_load",
+    "LiteLLM reads the config YAML (PyYAML safe_load)": "yaml/__init__.py:safe_load",
+    "LiteLLM builds the router: _create_deployment per deployment": "litellm/router.py:Router._create_deployment",
+    "  of which: registering each deployment's pricing (get_model_info)": (
+        "litellm/router.py:Router._register_deployment_pricing"
+    ),
+    "LiteLLM proxy_startup_event (config load + router + callbacks)": "proxy/proxy_server.py:proxy_startup_event",
+    "keypool's hooks (import, install)": "keypool",
+}
+
+
 def record(pid: int, out: Path, seconds: float, rate: int = 100) -> subprocess.Popen[bytes]:
     """Start py-spy on `pid` for `seconds` (non-blocking: it reads memory without pausing the process)."""
     argv = [PY_SPY, "record", "-o", str(out), "-f", "raw", "-p", str(pid), "-d", str(max(1, round(seconds)))]
@@ -113,6 +126,26 @@ def parse(lines: Iterable[str]) -> list[tuple[list[tuple[str, str]], int]]:
 
 def _key(func: str, file: str) -> str:
     return f"{short(file)}:{func}"
+
+
+def startup_shares(path: Path) -> dict[str, float]:
+    """Inclusive share (% of busy samples) of each STARTUP_WATCH entry."""
+    total = 0
+    hits: Counter[str] = Counter()
+    for frames, count in parse(path.read_text(errors="replace").splitlines()):
+        real = [(f, fl) for f, fl in frames if fl]
+        if not real or is_idle(*real[-1]):
+            continue
+        total += count
+        for label, pattern in STARTUP_WATCH.items():
+            if pattern == "keypool":
+                if any(owner(fl) == "keypool" for _, fl in real):
+                    hits[label] += count
+                continue
+            file_part, _, func_part = pattern.rpartition(":")
+            if any(fl.endswith(file_part) and f == func_part for f, fl in real):
+                hits[label] += count
+    return {k: round(100.0 * hits[k] / total, 1) if total else 0.0 for k in STARTUP_WATCH}
 
 
 def aggregate(path: Path, requests: int = 0, rate: int = 100, top: int = 25) -> dict[str, Any]:

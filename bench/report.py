@@ -126,10 +126,12 @@ def evaluate(results: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, An
             parts = []
             for shape, v in diffs.items():
                 k = shapes[shape].get("keypool", {})
-                same = shapes[shape].get("litellm-keypool-settings", {})
+                same = shapes[shape].get("litellm-keypool-settings+tuning", {})
                 text = f"{shape}: {v:+.2f} ms (paired median {k.get('c1_paired_median_diff_vs_litellm_ms')} ms"
                 if same.get("c1_p50_ms") is not None and k.get("c1_p50_ms") is not None:
-                    text += f"; vs keypool's settings without hooks {k['c1_p50_ms'] - same['c1_p50_ms']:+.2f} ms"
+                    text += (
+                        f"; vs keypool's settings + tuning without hooks {k['c1_p50_ms'] - same['c1_p50_ms']:+.2f} ms"
+                    )
                 parts.append(text + ")")
             targets.append(
                 _target(
@@ -171,6 +173,12 @@ def markdown(results: dict[str, Any], json_name: str) -> str:
         "measured in the same run, not absolute figures across runs).",
         "",
     ]
+    if results.get("code_changed_during_run"):
+        lines += [
+            f"**The code changed during this run** ({results['code_at_start']} -> {results['code_at_end']}): "
+            "figures mix two versions; rerun.",
+            "",
+        ]
     if results.get("aborted"):
         lines += [f"**Run aborted: {results['aborted']}** (figures below are partial)", ""]
     gp = results.get("goodput")
@@ -237,10 +245,11 @@ def markdown(results: dict[str, Any], json_name: str) -> str:
             "",
             "`litellm` = bare LiteLLM on the same deployments (no keypool callback or auth, LiteLLM's cooldowns on); "
             "`litellm-keypool-settings` = keypool's generated router settings without keypool's callback and auth; "
-            "`keypool+...` = keypool plus a throwaway variant from bench/variants (skip-cooldown-read: no "
-            "per-request cooldown read when cooldowns are disabled; no-group-usage-headers: no per-response read "
-            "of the group's LiteLLM usage counters; no-otel-seed: no per-request OpenTelemetry seeding; all-three: "
-            "the three; slim-config: keypool's per-deployment data in a JSON sidecar instead of the YAML).",
+            "`keypool-untuned` = keypool without its LiteLLM tuning (hooks/litellm_tuning.py: no cooldown read "
+            "when cooldowns are off, no cost-map usage headers, no failing OpenTelemetry import per request); "
+            "`litellm-keypool-settings+tuning` = keypool's settings and the same tuning without keypool's hooks "
+            "(the difference to `keypool` is the hooks alone); `keypool+slim-config` = keypool with its "
+            "per-deployment data in a JSON sidecar instead of the YAML LiteLLM parses (bench/variants).",
             "",
         ]
         reps = ov.get("ready_repeats") or {}
@@ -304,29 +313,33 @@ def markdown(results: dict[str, Any], json_name: str) -> str:
                 f"{_fmt(own.get('other', 0.0), 2)} | {named} |"
             )
         lines.append("")
-    startups = (ov or {}).get("startup_profiles") or {}
+    startups = {k: v for k, v in ((ov or {}).get("startup_profiles") or {}).items() if "startup_shares_pct" in v}
     if startups:
+        names = list(startups)
         lines += [
-            f"Start-up profiles ({_get(ov, 'real_shape', 'name')}; py-spy from process start to "
-            "/health/liveliness 200, "
-            "share of busy samples):",
+            f"Start-up ({_get(ov, 'real_shape', 'name')}): py-spy from process start to /health/liveliness 200; "
+            "inclusive share of busy samples (seconds = share x time to ready under py-spy):",
             "",
-            "| system | ready s under py-spy | self: keypool / litellm / other % | largest inclusive frames % |",
-            "|---|---|---|---|",
+            "| part | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
         ]
-        for name, p in startups.items():
-            if "self_by_owner_pct" not in p:
-                continue
-            own = p["self_by_owner_pct"]
-            top = "; ".join(f"`{f['frame']}` {f['pct']}" for f in p["top_inclusive"][:8])
-            lines.append(
-                f"| {name} | {_fmt(p.get('ready_s_under_py_spy'))} | {_fmt(own.get('keypool', 0.0))} / "
-                f"{_fmt(own.get('litellm', 0.0))} / {_fmt(own.get('other', 0.0))} | {top} |"
-            )
+        labels = list(next(iter(startups.values()))["startup_shares_pct"])
+        for label in labels:
+            cells = []
+            for n in names:
+                pct = startups[n]["startup_shares_pct"][label]
+                secs = pct / 100 * (startups[n].get("ready_s_under_py_spy") or 0)
+                cells.append(f"{pct} % ({secs:.1f} s)")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(
+            "| time to ready under py-spy | "
+            + " | ".join(f"{_fmt(startups[n].get('ready_s_under_py_spy'))} s" for n in names)
+            + " |"
+        )
         lines.append("")
     lines += [
-        "Rerun: `.venv/bin/python -m bench.run` (about 35 minutes; `--quick` for a smoke check under 3 minutes, "
-        "`--only goodput|overhead`, `--keep` to keep configs, logs and py-spy raw stacks). "
+        "Rerun: `.venv/bin/python -m bench.run` (about 30 minutes on 2 cores; `--quick` for a smoke check under "
+        "3 minutes, `--only goodput|overhead`, `--keep` to keep configs, logs and py-spy raw stacks). "
         f"Every figure, ratio and pass/fail: `bench/results/{json_name}`.",
         "",
     ]

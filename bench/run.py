@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import hashlib
 import json
 import os
 import platform
@@ -31,6 +32,19 @@ from bench import goodput, overhead, report
 from bench.procs import REGISTRY, ROOT, FakeProc
 
 RESULTS = ROOT / "bench" / "results"
+
+
+def code_state() -> dict[str, str]:
+    """Commit and a digest of the code the proxies import (hooks/, scripts/, config/): a run
+    whose code changed underneath it (someone committing in this tree) is flagged as mixed."""
+    digest = hashlib.sha256()
+    for folder in ("hooks", "scripts", "config"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".yaml", ".sh"):
+                digest.update(str(path.relative_to(ROOT)).encode())
+                digest.update(path.read_bytes())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    return {"git_commit": head.stdout.strip(), "code_digest": digest.hexdigest()[:16]}
 
 
 def machine() -> dict[str, Any]:
@@ -106,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "machine": machine(),
     }
-    log(f"work directory {workdir}; mode {results['mode']}; limit {limit}s")
+    results["code_at_start"] = code_state()
+    log(f"work directory {workdir}; mode {results['mode']}; limit {limit}s; code {results['code_at_start']}")
     try:
         fake = FakeProc(workdir).start()
         log(f"fake upstream on {fake.url} (own process, pid {fake.proc.pid if fake.proc else '?'})")
@@ -124,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.alarm(0)
         REGISTRY.stop_all()
         results["machine"]["load_average_at_end"] = list(os.getloadavg())
+        results["code_at_end"] = code_state()
+        if results["code_at_end"] != results["code_at_start"]:
+            results["code_changed_during_run"] = True
+            log("WARNING: hooks/, scripts/ or config/ changed during the run: the figures mix two versions")
         results["duration_s"] = round(time.time() - started, 1)
         results["ratios"], results["targets"] = report.evaluate(results)
         args.out.mkdir(parents=True, exist_ok=True)
