@@ -24,7 +24,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import RouterRateLimitError
 
 from hooks import litellm_tuning, windows
-from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
+from hooks.admission import GroupIndex, NoCapacity, choose, infos_of, park_scopes
 from hooks.buckets import Buckets, Change, MemoryBuckets, RedisBuckets, plan
 from hooks.classify import Kind, classify
 from hooks.cooldowns import PERSISTENT_KINDS, parks_for
@@ -603,12 +603,7 @@ class KeypoolHook(CustomLogger):
             ready, sleeping = index.counts()
             parked = []
             for info in index.infos.values():
-                for scope in (
-                    f"dep:{info.deployment_id}",
-                    f"key:{info.fingerprint}",
-                    f"bucket:{info.bucket}",
-                    f"owner:{info.owner}",
-                ):
+                for scope in park_scopes(info):
                     if scope in parks:
                         until, why = parks[scope]
                         parked.append(
