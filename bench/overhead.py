@@ -540,7 +540,7 @@ def ready_repeats(
     }
 
 
-# keypool now carries the LiteLLM tuning the first benchmark runs proposed (hooks/litellm_tuning.py):
+# keypool now carries the LiteLLM tuning the first benchmark runs proposed (hooks/litellm_patches.py):
 # these variants measure what it is worth and what keypool's hooks cost beside it.
 VARIANTS: dict[str, tuple[ConfigEdit, ...]] = {
     "keypool-untuned": (add_callback("bench.variants.no_tuning.instance", first=True),),

@@ -20,13 +20,13 @@ FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 # Functions worth naming in the report (inclusive share), by "file-suffix:function".
 WATCH: dict[str, str] = {
-    "keypool: async_filter_deployments (admission)": "hooks/callback.py:KeypoolHook.async_filter_deployments",
-    "keypool: _count_prompt (litellm.token_counter)": "hooks/callback.py:KeypoolHook._count_prompt",
+    "keypool: async_filter_deployments (admission)": "hooks/litellm_adapter.py:KeypoolHook.async_filter_deployments",
+    "keypool: _count_prompt (litellm.token_counter)": "hooks/litellm_adapter.py:KeypoolHook._count_prompt",
     "keypool: choose + store.acquire": "hooks/admission.py:choose",
     "keypool: success hook (settle + ledger row)": (
-        "hooks/callback.py:KeypoolHook.async_post_call_success_deployment_hook"
+        "hooks/litellm_adapter.py:KeypoolHook.async_post_call_success_deployment_hook"
     ),
-    "keypool: async_log_success_event": "hooks/callback.py:KeypoolHook.async_log_success_event",
+    "keypool: async_log_success_event": "hooks/litellm_adapter.py:KeypoolHook.async_log_success_event",
     "keypool: ledger writer thread": "hooks/usage_store.py:UsageStore._writer_loop",
     "keypool: ledger record (enqueue)": "hooks/usage_store.py:UsageStore.record",
     "keypool: custom auth": "hooks/auth.py:user_api_key_auth",

@@ -245,7 +245,7 @@ def markdown(results: dict[str, Any], json_name: str) -> str:
             "",
             "`litellm` = bare LiteLLM on the same deployments (no keypool callback or auth, LiteLLM's cooldowns on); "
             "`litellm-keypool-settings` = keypool's generated router settings without keypool's callback and auth; "
-            "`keypool-untuned` = keypool without its LiteLLM tuning (hooks/litellm_tuning.py: no cooldown read "
+            "`keypool-untuned` = keypool without its LiteLLM tuning (hooks/litellm_patches.py: no cooldown read "
             "when cooldowns are off, no cost-map usage headers, no failing OpenTelemetry import per request); "
             "`litellm-keypool-settings+tuning` = keypool's settings and the same tuning without keypool's hooks "
             "(the difference to `keypool` is the hooks alone); `keypool+slim-config` = keypool with its "

@@ -15,7 +15,7 @@ def __getattr__(name: str) -> Any:
     global _instance
     if name == "proxy_handler_instance":
         if _instance is None:
-            from hooks.callback import KeypoolHook
+            from hooks.litellm_adapter import KeypoolHook
 
             _instance = KeypoolHook()
             _instance.install_in_proxy()

@@ -15,13 +15,9 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from hooks import scopes
 from hooks.buckets import INF, Admission, Buckets, plan
 from hooks.keyinfo import KeyInfo
-
-
-def park_scopes(info: KeyInfo) -> list[str]:
-    """Every scope whose park keeps this deployment out, from narrowest to widest."""
-    return [f"dep:{info.deployment_id}", f"key:{info.fingerprint}", f"bucket:{info.bucket}", f"owner:{info.owner}"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +133,7 @@ async def choose(
         info = index.infos[dep]
         tokens = estimate_tokens(prompt_tokens, max_tokens, info)
         checks = plan(info.limits, info.reset, tokens, now)
-        verdict = await store.acquire(info.bucket, checks, park_scopes(info), now)
+        verdict = await store.acquire(info.bucket, checks, scopes.of(info), now)
         if verdict.ok:
             return Choice(info, verdict, tokens)
         refused += 1

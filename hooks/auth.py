@@ -7,10 +7,11 @@ connected db"; a client must get 401 for both. `general_settings.custom_auth` ru
 from __future__ import annotations
 
 import hmac
-import os
 
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyErrorTypes, ProxyException, UserAPIKeyAuth
+
+from hooks.settings import current
 
 
 def _unauthorized(message: str) -> ProxyException:
@@ -18,7 +19,7 @@ def _unauthorized(message: str) -> ProxyException:
 
 
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
-    master = os.environ.get("LITELLM_MASTER_KEY", "")
+    master = current().master_key
     if not master:
         raise _unauthorized("keypool: LITELLM_MASTER_KEY is not set on the proxy; no request can be authorized")
     presented = (api_key or "").removeprefix("Bearer ").strip()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +24,7 @@ class Settings:
     # commands per request keypool does not need), so `make run` hands the URL to keypool alone.
     redis_url: str = ""
     redis_prefix: str = DEFAULT_REDIS_PREFIX
-    data_dir: Path = Path(DEFAULT_DATA_DIR).absolute()
+    data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR).absolute())
     ledger_url: str | None = None  # TIDB_DB_URL; None: SQLite in data_dir
 
     @classmethod

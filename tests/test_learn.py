@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 from hooks.buckets import MemoryBuckets, plan
-from hooks.callback import KeypoolHook
 from hooks.keyinfo import KeyInfo
 from hooks.learn import HeaderFix, corrections
+from hooks.litellm_adapter import KeypoolHook
 from hooks.usage_store import UsageStore
 from tests.test_admission import deployment
 

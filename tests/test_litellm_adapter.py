@@ -11,7 +11,7 @@ import pytest
 from litellm.types.router import RouterRateLimitError
 
 from hooks.buckets import MemoryBuckets
-from hooks.callback import KeypoolHook
+from hooks.litellm_adapter import KeypoolHook
 from hooks.usage_store import UsageStore
 from tests.test_admission import deployment
 
@@ -92,7 +92,7 @@ async def test_a_dead_key_is_parked_and_shows_in_pool_state(hook: KeypoolHook) -
 
 
 def test_keypool_redis_url_wins_over_the_one_litellm_also_reads() -> None:
-    from hooks.callback import redis_url
+    from hooks.settings import redis_url
 
     assert redis_url({"REDIS_URL": "redis://a"}) == "redis://a"
     assert redis_url({"REDIS_URL": "redis://a", "KEYPOOL_REDIS_URL": "redis://b"}) == "redis://b"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import litellm.router as router_module
 from litellm.router import Router
 
-from hooks import litellm_tuning
+from hooks import litellm_patches
 
 
 async def test_every_patch_applies_to_the_pinned_litellm_and_keeps_cooldowns_when_enabled() -> None:
-    assert litellm_tuning.apply() == {
+    assert litellm_patches.apply() == {
         "skip_cooldown_reads": True,
         "skip_group_usage_headers": True,
         "skip_otel_seeding": True,

@@ -1,4 +1,6 @@
-"""Remove per-request work LiteLLM does for features keypool's setup turns off.
+"""Every change keypool makes to LiteLLM's own code, applied only inside the proxy.
+
+Tuning: remove per-request work LiteLLM does for features keypool's setup turns off.
 
 Measured in bench/ (bench/results, README "Benchmarks"): at the real pool shape these three
 cost about a quarter of the proxy's CPU per request, most of it growing with the number of
@@ -10,7 +12,8 @@ configuration makes empty or meaningless.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger("keypool")
@@ -101,3 +104,28 @@ def apply() -> dict[str, bool]:
     if not all(done.values()):
         log.warning("keypool: LiteLLM tuning partly not applied: %s", done)
     return done
+
+
+def close_on_shutdown(close: Callable[[], Awaitable[None]]) -> bool:
+    """Run `close` when the proxy shuts down (flush the ledger).
+
+    uvicorn re-raises SIGTERM after its graceful shutdown, so the process dies without running
+    atexit, and LiteLLM's shutdown calls no callback: wrap the proxy's own shutdown event (looked
+    up as a module global when the lifespan ends). False when this LiteLLM has none.
+    """
+    server = sys.modules.get("litellm.proxy.proxy_server")
+    original = getattr(server, "proxy_shutdown_event", None)
+    if server is None or original is None:
+        return False
+    if getattr(original, "_keypool", False):
+        return True
+
+    async def shutdown_event(*args: Any, **kwargs: Any) -> None:
+        try:
+            await original(*args, **kwargs)
+        finally:
+            await close()
+
+    shutdown_event._keypool = True  # type: ignore[attr-defined]
+    server.proxy_shutdown_event = shutdown_event  # type: ignore[attr-defined]
+    return True

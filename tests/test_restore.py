@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from hooks.hydrate import Aggregate, ParkEvent, parks_from_events, restores
 from hooks.keyinfo import KeyInfo
+from hooks.restore import Aggregate, ParkEvent, parks_from_events, restores
 from hooks.windows import ResetRule, fixed_period, next_reset, slot_of
 from tests.test_admission import deployment
 

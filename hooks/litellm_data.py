@@ -1,0 +1,73 @@
+"""Reading what LiteLLM hands the hooks: request data, responses and exceptions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+
+def deployment_id(data: Mapping[str, Any]) -> str:
+    """The id of the deployment an attempt went to."""
+    params = data.get("litellm_params") or {}
+    info = params.get("model_info") if isinstance(params, Mapping) else None
+    if not info:
+        info = data.get("model_info") or (data.get("metadata") or {}).get("model_info") or {}
+    return str(info.get("id") or "") if isinstance(info, Mapping) else ""
+
+
+def call_id(data: Mapping[str, Any]) -> str:
+    return str(data.get("litellm_call_id") or (data.get("metadata") or {}).get("litellm_call_id") or "")
+
+
+def max_tokens(data: Mapping[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = data.get(name)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def error_headers(exc: BaseException) -> dict[str, str]:
+    raw = getattr(exc, "litellm_response_headers", None)
+    if raw is None:
+        response = getattr(exc, "response", None)
+        raw = getattr(response, "headers", None)
+    try:
+        return {str(k).lower(): str(v) for k, v in dict(raw or {}).items()}
+    except (TypeError, ValueError):
+        return {}
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """Gemini streaming errors arrive wrapped (MidStreamFallbackError) with the provider's
+    exception inside; classify that one."""
+    inner = getattr(exc, "original_exception", None)
+    return inner if isinstance(inner, BaseException) else exc
+
+
+def error_text(exc: BaseException) -> str:
+    """The provider's body as LiteLLM kept it: Cerebras' top-level body is only on `e.body`,
+    the others' raw JSON is in `e.message`."""
+    text = str(getattr(exc, "message", "") or exc)
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping) and body:
+        text = f"{json.dumps(body, default=str)}\n{text}"
+    return text
+
+
+def error_status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def response_headers(response: Any) -> dict[str, str]:
+    """The provider's headers on a successful response, without LiteLLM's prefix."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    extra = hidden.get("additional_headers") or {}
+    return {str(k).lower().removeprefix("llm_provider-"): str(v) for k, v in extra.items()}
+
+
+def response_cost(kwargs: Mapping[str, Any], response: Any) -> Any:
+    hidden = getattr(response, "_hidden_params", None) or {}
+    return kwargs.get("response_cost") or hidden.get("response_cost")

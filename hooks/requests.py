@@ -1,0 +1,98 @@
+"""What keypool remembers about each client request across its upstream attempts: the keys it
+tried, the reservation each attempt holds, the error to answer again; and the ledger row each
+attempt becomes."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from hooks.keyinfo import KeyInfo
+from hooks.usage_store import UsageRow
+
+RESERVATION_TTL = 900.0  # forget an unsettled reservation after this; its units stay counted
+MAX_TRACKED_REQUESTS = 20_000
+
+
+@dataclass
+class Reservation:
+    info: KeyInfo
+    tokens: int
+    slots: tuple[tuple[str, int], ...]
+    at: float
+    attempt: int
+
+
+@dataclass
+class RequestState:
+    """What keypool remembers about one client request across its attempts."""
+
+    created: float
+    prompt_tokens: int | None = None
+    tried: set[str] = field(default_factory=set)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    client_error: Exception | None = None
+    last_error: Exception | None = None
+    attempts: int = 0
+
+
+class RequestTracker:
+    """Request states by id, oldest first; bounded in count and age."""
+
+    def __init__(self) -> None:
+        self._requests: OrderedDict[str, RequestState] = OrderedDict()
+
+    def get(self, request_id: str) -> RequestState | None:
+        return self._requests.get(request_id)
+
+    def open(self, request_id: str, now: float) -> RequestState:
+        state = self._requests.get(request_id)
+        if state is None:
+            state = self._requests[request_id] = RequestState(created=now)
+            while len(self._requests) > MAX_TRACKED_REQUESTS:
+                self._requests.popitem(last=False)
+            oldest = next(iter(self._requests.values()))
+            if now - oldest.created > RESERVATION_TTL:
+                self._expire(now)
+        return state
+
+    def _expire(self, now: float) -> None:
+        for rid in [r for r, s in self._requests.items() if now - s.created > RESERVATION_TTL]:
+            del self._requests[rid]
+
+
+def usage_row(
+    res: Reservation,
+    request_id: str,
+    outcome: str,
+    status: int | None,
+    usage: Any = None,
+    cost: Any = None,
+    ended: float | None = None,
+) -> UsageRow:
+    """The ledger row of one finished attempt."""
+    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    total = int(getattr(usage, "total_tokens", 0) or prompt + completion)
+    info = res.info
+    return UsageRow(
+        ts=datetime.fromtimestamp(res.at, UTC),
+        request_id=request_id,
+        attempt=res.attempt,
+        provider=info.provider,
+        model=info.model,
+        deployment_id=info.deployment_id,
+        key_index=info.key_index,
+        key_fingerprint=info.fingerprint,
+        owner=info.owner,
+        outcome=outcome,
+        http_status=status,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        latency_ms=((ended or time.time()) - res.at) * 1000.0,
+        cost=float(cost) if isinstance(cost, int | float) else None,
+    )
