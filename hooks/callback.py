@@ -23,7 +23,7 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import RouterRateLimitError
 
-from hooks import litellm_tuning, windows
+from hooks import litellm_tuning, settings, windows
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of, park_scopes
 from hooks.buckets import Buckets, Change, MemoryBuckets, RedisBuckets, plan
 from hooks.classify import Kind, classify
@@ -31,7 +31,7 @@ from hooks.cooldowns import PERSISTENT_KINDS, parks_for
 from hooks.hydrate import DAY_SLOT, MINUTE_BUCKET, Aggregate, ParkEvent, fixed_rules, parks_from_events, restores
 from hooks.keyinfo import KeyInfo
 from hooks.learn import corrections
-from hooks.usage_store import PARKING_OUTCOMES, UsageRow, UsageStore
+from hooks.ledger import PARKING_OUTCOMES, UsageRow, UsageStore
 
 log = logging.getLogger("keypool")
 if not log.handlers:  # LiteLLM configures only its own loggers; keypool's lines go to stderr
@@ -200,7 +200,7 @@ class KeypoolHook(CustomLogger):
     def ledger(self) -> UsageStore:
         # Built on first use, in the worker process: the writer thread must not cross a fork.
         if self._ledger is None:
-            self._ledger = UsageStore.from_env()
+            self._ledger = UsageStore.from_settings(settings.current())
             self._ledger.start()
         return self._ledger
 

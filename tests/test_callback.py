@@ -12,7 +12,7 @@ from litellm.types.router import RouterRateLimitError
 
 from hooks.buckets import MemoryBuckets
 from hooks.callback import KeypoolHook
-from hooks.usage_store import UsageStore
+from hooks.ledger import UsageStore
 from tests.test_admission import deployment
 
 GROUP = "groq/m"

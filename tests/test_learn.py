@@ -9,7 +9,7 @@ from hooks.buckets import MemoryBuckets, plan
 from hooks.callback import KeypoolHook
 from hooks.keyinfo import KeyInfo
 from hooks.learn import HeaderFix, corrections
-from hooks.usage_store import UsageStore
+from hooks.ledger import UsageStore
 from tests.test_admission import deployment
 
 
