@@ -27,8 +27,8 @@ WATCH: dict[str, str] = {
         "hooks/litellm_adapter.py:KeypoolHook.async_post_call_success_deployment_hook"
     ),
     "keypool: async_log_success_event": "hooks/litellm_adapter.py:KeypoolHook.async_log_success_event",
-    "keypool: ledger writer thread": "hooks/usage_store.py:UsageStore._writer_loop",
-    "keypool: ledger record (enqueue)": "hooks/usage_store.py:UsageStore.record",
+    "keypool: ledger writer thread": "hooks/ledger/writer.py:UsageStore._writer_loop",
+    "keypool: ledger record (enqueue)": "hooks/ledger/writer.py:UsageStore.record",
     "keypool: custom auth": "hooks/auth.py:user_api_key_auth",
     "litellm: async_get_cooldown_deployments": "router_utils/cooldown_handlers.py:async_get_cooldown_deployments",
     "litellm: cooldown_cache.async_get_active_cooldowns": (

@@ -24,10 +24,10 @@ from hooks.buckets import Buckets, MemoryBuckets, RedisBuckets
 from hooks.classify import Kind, classify
 from hooks.failures import PERSISTENT_KINDS, Strikes
 from hooks.keyinfo import KeyInfo
+from hooks.ledger import UsageStore
 from hooks.logs import log
 from hooks.requests import RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current
-from hooks.usage_store import UsageStore
 
 
 def _build_store(settings: Settings) -> Buckets:
@@ -79,7 +79,7 @@ class KeypoolHook(CustomLogger):
     def ledger(self) -> UsageStore:
         # Built on first use, in the worker process: the writer thread must not cross a fork.
         if self._ledger is None:
-            self._ledger = UsageStore.from_env()
+            self._ledger = UsageStore.from_settings(self.settings)
             self._ledger.start()
         return self._ledger
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hooks.keyinfo import KeyInfo
-from hooks.usage_store import UsageRow
+from hooks.ledger import UsageRow
 
 RESERVATION_TTL = 900.0  # forget an unsettled reservation after this; its units stay counted
 MAX_TRACKED_REQUESTS = 20_000

@@ -18,7 +18,7 @@ from hooks import scopes, windows
 from hooks.buckets import Buckets, Change
 from hooks.failures import KEY_VERDICTS, REVALIDATED
 from hooks.keyinfo import KeyInfo
-from hooks.usage_store import PARKING_OUTCOMES, UsageStore
+from hooks.ledger import PARKING_OUTCOMES, UsageStore
 from hooks.windows import ResetRule
 
 # The three ledger queries the restore needs: minute buckets for minute and hour windows,

@@ -31,8 +31,9 @@ if __package__ in (None, ""):
 from hooks.buckets import MemoryBuckets, RedisBuckets
 from hooks.classify import Kind, classify
 from hooks.keyinfo import KeyInfo
+from hooks.ledger import UsageRow, UsageStore
+from hooks.settings import Settings
 from hooks.settings import redis_url as keypool_redis_url
-from hooks.usage_store import UsageRow, UsageStore
 from scripts.generate_config import ROOT, GenerationError, build, read_env
 
 KEY_OUTCOMES = ("dead_key", "payment")
@@ -98,10 +99,7 @@ async def run(env: dict[str, str], config_dir: Path, dry_run: bool) -> list[Prob
         else MemoryBuckets(persist_path=data_dir / "parks.json")
     )
     parked = {scope.removeprefix("key:") for scope in await store.parks("key:")}
-    os.environ.setdefault("KEYPOOL_DATA_DIR", str(data_dir))
-    if env.get("TIDB_DB_URL"):
-        os.environ.setdefault("TIDB_DB_URL", env["TIDB_DB_URL"])
-    ledger = UsageStore.from_env(instance_id="revalidate")
+    ledger = UsageStore.from_settings(Settings.from_env(env), instance_id="revalidate")
     try:
         dead = parked | await asyncio.to_thread(_dead_from_ledger, ledger)
         probes: list[Probe] = []

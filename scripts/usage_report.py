@@ -33,21 +33,25 @@ from rich.table import Table
 if __package__ in (None, ""):  # run as a file: make `hooks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hooks.usage_store import (
+from hooks.ledger import (
+    BREAKDOWNS,
     QUOTA_OUTCOMES,
-    SUCCESS,
     USAGE_TABLE,
-    default_data_dir,
+    breakdown,
+    error_classes,
     make_engine,
     masked_url,
+    normalise_metrics,
     prune,
     resolve_url,
+    top_failing_keys,
+    totals,
     usage_table,
 )
+from hooks.settings import Settings
 from hooks.windows import ResetRule, day_start, next_reset
 
 ROOT = Path(__file__).resolve().parent.parent
-BREAKDOWNS = ("provider", "model", "key", "owner")
 METRICS = (
     "requests",
     "successes",
@@ -86,108 +90,7 @@ def parse_time(text: str, now: datetime) -> datetime:
 
 
 # ---------------------------------------------------------------------------------------------
-# Queries: one GROUP BY each
-
-
-def _group_columns(by: str) -> list[sa.ColumnElement[Any]]:
-    t = usage_table
-    return {
-        "provider": [t.c.provider],
-        "model": [t.c.provider, t.c.model],
-        "key": [t.c.provider, t.c.key_fingerprint, t.c.key_index],
-        "owner": [t.c.owner],
-    }[by]
-
-
-def _metric_columns() -> list[sa.ColumnElement[Any]]:
-    t = usage_table
-    return [
-        sa.func.count().label("requests"),
-        sa.func.coalesce(sa.func.sum(sa.case((t.c.outcome == SUCCESS, 1), else_=0)), 0).label("successes"),
-        sa.func.coalesce(sa.func.sum(t.c.prompt_tokens), 0).label("prompt_tokens"),
-        sa.func.coalesce(sa.func.sum(t.c.completion_tokens), 0).label("completion_tokens"),
-        sa.func.coalesce(sa.func.sum(t.c.total_tokens), 0).label("total_tokens"),
-        sa.func.coalesce(sa.func.sum(t.c.cost), 0.0).label("cost"),
-        sa.func.avg(t.c.latency_ms).label("avg_latency_ms"),
-    ]
-
-
-def _in_range(since: datetime, until: datetime) -> list[sa.ColumnElement[bool]]:
-    t = usage_table
-    # The ledger stores naive UTC.
-    return [t.c.ts >= since.replace(tzinfo=None), t.c.ts < until.replace(tzinfo=None)]
-
-
-def _normalise(row: dict[str, Any]) -> dict[str, Any]:
-    # MySQL returns SUM/AVG as Decimal; JSON and the comparisons want plain numbers.
-    out = dict(row)
-    for name in ("requests", "successes", "prompt_tokens", "completion_tokens", "total_tokens", "key_index"):
-        if name in out and out[name] is not None:
-            out[name] = int(out[name])
-    if "cost" in out:
-        out["cost"] = round(float(out["cost"] or 0.0), 10)
-    if "avg_latency_ms" in out:
-        out["avg_latency_ms"] = None if out["avg_latency_ms"] is None else round(float(out["avg_latency_ms"]), 3)
-    if "requests" in out and "successes" in out:
-        out["failures"] = out["requests"] - out["successes"]
-    return out
-
-
-def totals(conn: sa.Connection, since: datetime, until: datetime) -> dict[str, Any]:
-    row = conn.execute(sa.select(*_metric_columns()).where(*_in_range(since, until))).mappings().one()
-    return _normalise(dict(row))
-
-
-def breakdown(conn: sa.Connection, by: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
-    cols = _group_columns(by)
-    stmt = (
-        sa.select(*cols, *_metric_columns())
-        .where(*_in_range(since, until))
-        .group_by(*cols)
-        .order_by(sa.desc("requests"), *cols)
-    )
-    return [_normalise(dict(r)) for r in conn.execute(stmt).mappings()]
-
-
-def error_classes(conn: sa.Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
-    t = usage_table
-    stmt = (
-        sa.select(t.c.outcome, sa.func.count().label("requests"))
-        .where(*_in_range(since, until), t.c.outcome != SUCCESS)
-        .group_by(t.c.outcome)
-        .order_by(sa.desc("requests"), t.c.outcome)
-    )
-    return [_normalise(dict(r)) for r in conn.execute(stmt).mappings()]
-
-
-def top_failing_keys(conn: sa.Connection, since: datetime, until: datetime, limit: int) -> list[dict[str, Any]]:
-    t = usage_table
-    failed = t.c.outcome != SUCCESS
-    failures = sa.func.sum(sa.case((failed, 1), else_=0))
-    cols = _group_columns("key")
-    stmt = (
-        sa.select(
-            *cols,
-            sa.func.count().label("requests"),
-            failures.label("failures"),
-            sa.func.max(sa.case((failed, t.c.ts), else_=None)).label("last_failure"),
-        )
-        .where(*_in_range(since, until))
-        .group_by(*cols)
-        .having(failures > 0)
-        .order_by(sa.desc("failures"), *cols)
-        .limit(limit)
-    )
-    out = []
-    for r in conn.execute(stmt).mappings():
-        row = _normalise(dict(r))
-        row["failures"] = int(r["failures"])
-        last = r["last_failure"]
-        if isinstance(last, str):  # SQLite hands back MAX() of a CASE as the stored text
-            last = datetime.fromisoformat(last)
-        row["last_failure"] = None if last is None else last.replace(tzinfo=UTC).isoformat()
-        out.append(row)
-    return out
+# Remaining daily quota, from the generated config
 
 
 def daily_buckets(config: dict[str, Any]) -> dict[tuple[str, str, str], tuple[dict[str, int], ResetRule]]:
@@ -271,7 +174,7 @@ def build_report(
     }
     if engine is None or not sa.inspect(engine).has_table(USAGE_TABLE):
         # No ledger yet: an all-zero report rather than an error.
-        report["totals"] = _normalise(
+        report["totals"] = normalise_metrics(
             {"requests": 0, "successes": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
             | {"cost": 0.0, "avg_latency_ms": None}
         )
@@ -380,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine(args: argparse.Namespace) -> sa.Engine | None:
-    url = args.db or os.environ.get("TIDB_DB_URL") or None
-    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    settings = Settings.from_env()  # after main() loaded the .env
+    url = args.db or settings.ledger_url
+    data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
     resolved = resolve_url(url, data_dir)
     if resolved.get_backend_name() == "sqlite" and resolved.database and not Path(resolved.database).exists():
         return None  # do not create an empty ledger just to report on it

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hooks.usage_store import make_engine, usage_table
+from hooks.ledger import make_engine, usage_table
 
 BACKENDS = ("sqlite", "mariadb")
 MYSQL_SERVER = os.environ.get("KEYPOOL_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306")

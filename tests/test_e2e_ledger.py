@@ -13,7 +13,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from hooks.usage_store import usage_table
+from hooks.ledger import usage_table
 from tests.fake_upstream import FakeUpstream
 from tests.ledgers import BACKENDS, temp_ledger
 from tests.support import ROOT, Proxy, key_value, pool_env, write_catalogs

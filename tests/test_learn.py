@@ -8,8 +8,8 @@ from pathlib import Path
 from hooks.buckets import MemoryBuckets, plan
 from hooks.keyinfo import KeyInfo
 from hooks.learn import HeaderFix, corrections
+from hooks.ledger import UsageStore
 from hooks.litellm_adapter import KeypoolHook
-from hooks.usage_store import UsageStore
 from tests.test_admission import deployment
 
 

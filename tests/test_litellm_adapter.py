@@ -11,8 +11,8 @@ import pytest
 from litellm.types.router import RouterRateLimitError
 
 from hooks.buckets import MemoryBuckets
+from hooks.ledger import UsageStore
 from hooks.litellm_adapter import KeypoolHook
-from hooks.usage_store import UsageStore
 from tests.test_admission import deployment
 
 GROUP = "groq/m"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from hooks.usage_store import SUCCESS, usage_table
+from hooks.ledger import SUCCESS, usage_table
 from scripts import usage_report
 from tests.test_usage_store import BACKENDS, NOW, Ledger, make_row, make_store, temp_ledger
 

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from hooks.journal import Journal
-from hooks.usage_store import (
+from hooks.ledger import (
     QUOTA_OUTCOMES,
     SCHEMA_VERSION,
+    Journal,
     UsageRow,
     UsageStore,
     add_column,
@@ -168,7 +168,7 @@ CRASHING_CHILD = textwrap.dedent(
     import os, signal, sys
     from datetime import UTC, datetime, timedelta
     sys.path.insert(0, sys.argv[1])
-    from hooks.usage_store import UsageRow, UsageStore
+    from hooks.ledger import UsageRow, UsageStore
     url, data_dir, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
     store = UsageStore(url, data_dir, "doomed", retry_initial=60)
     store.start()
