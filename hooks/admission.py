@@ -15,8 +15,8 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from hooks.buckets import INF, Admission, Buckets, plan
 from hooks.keyinfo import KeyInfo
+from hooks.quota import INF, Admission, Counters, plan
 
 
 def park_scopes(info: KeyInfo) -> list[str]:
@@ -110,7 +110,7 @@ def estimate_tokens(prompt_tokens: int, max_tokens: int | None, info: KeyInfo) -
 
 async def choose(
     index: GroupIndex,
-    store: Buckets,
+    store: Counters,
     group: str,
     prompt_tokens: int,
     max_tokens: int | None,

@@ -28,10 +28,10 @@ from rich.table import Table
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hooks.buckets import MemoryBuckets, RedisBuckets
 from hooks.callback import redis_url as keypool_redis_url
 from hooks.classify import Kind, classify
 from hooks.keyinfo import KeyInfo
+from hooks.quota import MemoryBuckets, RedisBuckets
 from hooks.usage_store import UsageRow, UsageStore
 from scripts.generate_config import ROOT, GenerationError, build, read_env
 

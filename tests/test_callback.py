@@ -10,8 +10,8 @@ import litellm
 import pytest
 from litellm.types.router import RouterRateLimitError
 
-from hooks.buckets import MemoryBuckets
 from hooks.callback import KeypoolHook
+from hooks.quota import MemoryBuckets
 from hooks.usage_store import UsageStore
 from tests.test_admission import deployment
 

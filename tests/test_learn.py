@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hooks.buckets import MemoryBuckets, plan
 from hooks.callback import KeypoolHook
 from hooks.keyinfo import KeyInfo
 from hooks.learn import HeaderFix, corrections
+from hooks.quota import MemoryBuckets, plan
 from hooks.usage_store import UsageStore
 from tests.test_admission import deployment
 
