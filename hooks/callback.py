@@ -16,22 +16,20 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import RouterRateLimitError
 
-from hooks import litellm_tuning, windows
+from hooks import litellm_tuning, settings, windows
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of, park_scopes
 from hooks.classify import Kind, classify
 from hooks.cooldowns import PERSISTENT_KINDS, parks_for
 from hooks.hydrate import DAY_SLOT, MINUTE_BUCKET, Aggregate, ParkEvent, fixed_rules, parks_from_events, restores
 from hooks.keyinfo import KeyInfo
 from hooks.learn import corrections
-from hooks.quota import Change, MemoryBuckets, RedisBuckets, plan
-from hooks.quota import Store as Buckets
+from hooks.quota import Change, Store, plan, storage_from_url
 from hooks.usage_store import PARKING_OUTCOMES, UsageRow, UsageStore
 
 log = logging.getLogger("keypool")
@@ -135,16 +133,8 @@ def redis_url(env: Mapping[str, str] = os.environ) -> str:
     return (env.get("KEYPOOL_REDIS_URL") or env.get("REDIS_URL") or "").strip()
 
 
-def _build_store() -> Buckets:
-    url = redis_url()
-    if url:
-        return RedisBuckets(url, prefix=os.environ.get("KEYPOOL_REDIS_PREFIX", "keypool:"))
-    data_dir = Path(os.environ.get("KEYPOOL_DATA_DIR", "data"))
-    return MemoryBuckets(persist_path=data_dir / "parks.json")
-
-
 class KeypoolHook(CustomLogger):
-    def __init__(self, store: Buckets | None = None, ledger: UsageStore | None = None) -> None:
+    def __init__(self, store: Store | None = None, ledger: UsageStore | None = None) -> None:
         super().__init__()
         self._store = store
         self._ledger = ledger
@@ -192,9 +182,12 @@ class KeypoolHook(CustomLogger):
             await asyncio.to_thread(self._ledger.close, 10.0)
 
     @property
-    def store(self) -> Buckets:
+    def store(self) -> Store:
         if self._store is None:
-            self._store = _build_store()
+            cfg = settings.current()
+            self._store = storage_from_url(
+                cfg.redis_url, prefix=cfg.redis_prefix, persist_path=cfg.data_dir / "parks.json"
+            )
         return self._store
 
     @property
@@ -281,8 +274,6 @@ class KeypoolHook(CustomLogger):
 
     async def _claim_hydration(self) -> bool:
         """Only one process restores into a shared store, and only while it is empty."""
-        if not isinstance(self.store, RedisBuckets):
-            return True
         return await self.store.claim_once("hydrated")
 
     def _record(

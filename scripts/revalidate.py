@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 from hooks.callback import redis_url as keypool_redis_url
 from hooks.classify import Kind, classify
 from hooks.keyinfo import KeyInfo
-from hooks.quota import MemoryBuckets, RedisBuckets
+from hooks.quota import storage_from_url
 from hooks.usage_store import UsageRow, UsageStore
 from scripts.generate_config import ROOT, GenerationError, build, read_env
 
@@ -92,10 +92,8 @@ async def run(env: dict[str, str], config_dir: Path, dry_run: bool) -> list[Prob
 
     redis_url = keypool_redis_url(env)
     data_dir = Path(env.get("KEYPOOL_DATA_DIR") or "data")
-    store = (
-        RedisBuckets(redis_url, prefix=env.get("KEYPOOL_REDIS_PREFIX", "keypool:"))
-        if redis_url
-        else MemoryBuckets(persist_path=data_dir / "parks.json")
+    store = storage_from_url(
+        redis_url, prefix=env.get("KEYPOOL_REDIS_PREFIX", "keypool:"), persist_path=data_dir / "parks.json"
     )
     parked = {scope.removeprefix("key:") for scope in await store.parks("key:")}
     os.environ.setdefault("KEYPOOL_DATA_DIR", str(data_dir))
