@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hooks import scopes
-from hooks.buckets import INF, Admission, Buckets, plan
 from hooks.keyinfo import KeyInfo
+from hooks.quota import INF, Admission, Counters, plan
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def estimate_tokens(prompt_tokens: int, max_tokens: int | None, info: KeyInfo) -
 
 async def choose(
     index: GroupIndex,
-    store: Buckets,
+    store: Counters,
     group: str,
     prompt_tokens: int,
     max_tokens: int | None,

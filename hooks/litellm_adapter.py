@@ -20,25 +20,19 @@ from litellm.types.router import RouterRateLimitError
 
 from hooks import litellm_data, litellm_patches, logs, restore, settlement, status
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
-from hooks.buckets import Buckets, MemoryBuckets, RedisBuckets
 from hooks.classify import Kind, classify
 from hooks.failures import PERSISTENT_KINDS, Strikes
 from hooks.keyinfo import KeyInfo
 from hooks.ledger import UsageStore
 from hooks.logs import log
+from hooks.quota import Store, storage_from_url
 from hooks.requests import RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current
 
 
-def _build_store(settings: Settings) -> Buckets:
-    if settings.redis_url:
-        return RedisBuckets(settings.redis_url, prefix=settings.redis_prefix)
-    return MemoryBuckets(persist_path=settings.data_dir / "parks.json")
-
-
 class KeypoolHook(CustomLogger):
     def __init__(
-        self, store: Buckets | None = None, ledger: UsageStore | None = None, settings: Settings | None = None
+        self, store: Store | None = None, ledger: UsageStore | None = None, settings: Settings | None = None
     ) -> None:
         super().__init__()
         self.settings = settings or current()
@@ -70,9 +64,12 @@ class KeypoolHook(CustomLogger):
             await asyncio.to_thread(self._ledger.close, 10.0)
 
     @property
-    def store(self) -> Buckets:
+    def store(self) -> Store:
         if self._store is None:
-            self._store = _build_store(self.settings)
+            cfg = self.settings
+            self._store = storage_from_url(
+                cfg.redis_url, prefix=cfg.redis_prefix, persist_path=cfg.data_dir / "parks.json"
+            )
         return self._store
 
     @property
@@ -118,8 +115,6 @@ class KeypoolHook(CustomLogger):
 
     async def _claim_hydration(self) -> bool:
         """Only one process restores into a shared store, and only while it is empty."""
-        if not isinstance(self.store, RedisBuckets):
-            return True
         return await self.store.claim_once("hydrated")
 
     def _record(self, res: Reservation, call_id: str, outcome: str, status: int | None, **kw: Any) -> None:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hooks import scopes, windows
-from hooks.buckets import Buckets, Change
 from hooks.failures import KEY_VERDICTS, REVALIDATED
 from hooks.keyinfo import KeyInfo
 from hooks.ledger import PARKING_OUTCOMES, UsageStore
+from hooks.quota import Change, Store
 from hooks.windows import ResetRule
 
 # The three ledger queries the restore needs: minute buckets for minute and hour windows,
@@ -125,7 +125,7 @@ def _epoch(ts: datetime) -> float:
     return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
-async def restore(store: Buckets, ledger: UsageStore, infos: Mapping[str, KeyInfo], now: float) -> tuple[int, int]:
+async def restore(store: Store, ledger: UsageStore, infos: Mapping[str, KeyInfo], now: float) -> tuple[int, int]:
     """Write what the ledger remembers into the store: (units restored, parks restored)."""
     await asyncio.to_thread(ledger.flush, 10.0)  # rows a crashed predecessor journaled count too
 

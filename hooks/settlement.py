@@ -7,13 +7,13 @@ import logging
 from collections.abc import Mapping
 
 from hooks import logs, scopes, windows
-from hooks.buckets import Buckets, Change, plan
 from hooks.keyinfo import KeyInfo
 from hooks.learn import corrections
+from hooks.quota import Change, Store, plan
 from hooks.requests import Reservation
 
 
-async def settle(store: Buckets, res: Reservation, actual: int | None) -> bool:
+async def settle(store: Store, res: Reservation, actual: int | None) -> bool:
     """Replace the reservation's token estimate by `actual` (None: nothing was used).
     True when tokens came back, so sleeping keys of the bucket may have room again."""
     delta = (actual if actual is not None else 0) - res.tokens
@@ -30,7 +30,7 @@ class HeaderLearning:
     def __init__(self) -> None:
         self._limits_logged: set[tuple[str, str, str, int]] = set()
 
-    async def learn(self, store: Buckets, info: KeyInfo, headers: Mapping[str, str], now: float) -> None:
+    async def learn(self, store: Store, info: KeyInfo, headers: Mapping[str, str], now: float) -> None:
         for fix in corrections(info.provider, headers):
             catalog = info.limits.get(fix.window)
             if fix.limit is not None and catalog is not None and fix.limit != catalog:

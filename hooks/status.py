@@ -9,11 +9,11 @@ from typing import Any
 
 from hooks import scopes
 from hooks.admission import GroupIndex
-from hooks.buckets import Buckets
+from hooks.quota import Store
 
 
 async def pool_state(
-    store: Buckets, indexes: Mapping[str, GroupIndex], failures: Counter[tuple[str, str]], now: float
+    store: Store, indexes: Mapping[str, GroupIndex], failures: Counter[tuple[str, str]], now: float
 ) -> dict[str, Any]:
     parks = await store.parks("")
     groups: dict[str, Any] = {}

@@ -28,10 +28,10 @@ from rich.table import Table
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hooks.buckets import MemoryBuckets, RedisBuckets
 from hooks.classify import Kind, classify
 from hooks.keyinfo import KeyInfo
 from hooks.ledger import UsageRow, UsageStore
+from hooks.quota import storage_from_url
 from hooks.settings import Settings
 from hooks.settings import redis_url as keypool_redis_url
 from scripts.generate_config import ROOT, GenerationError, build, read_env
@@ -93,10 +93,8 @@ async def run(env: dict[str, str], config_dir: Path, dry_run: bool) -> list[Prob
 
     redis_url = keypool_redis_url(env)
     data_dir = Path(env.get("KEYPOOL_DATA_DIR") or "data")
-    store = (
-        RedisBuckets(redis_url, prefix=env.get("KEYPOOL_REDIS_PREFIX", "keypool:"))
-        if redis_url
-        else MemoryBuckets(persist_path=data_dir / "parks.json")
+    store = storage_from_url(
+        redis_url, prefix=env.get("KEYPOOL_REDIS_PREFIX", "keypool:"), persist_path=data_dir / "parks.json"
     )
     parked = {scope.removeprefix("key:") for scope in await store.parks("key:")}
     ledger = UsageStore.from_settings(Settings.from_env(env), instance_id="revalidate")

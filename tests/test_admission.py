@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import pytest
 
 from hooks.admission import GroupIndex, NoCapacity, choose, estimate_tokens
-from hooks.buckets import Admission, Change, MemoryBuckets, WindowCheck
 from hooks.keyinfo import KeyInfo
+from hooks.quota import Admission, Change, MemoryBuckets, WindowCheck
 
 T0 = 1_800_000_000.0
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hooks.buckets import INF, Buckets, Change, MemoryBuckets, RedisBuckets, plan, wake_time
+from hooks.quota import INF, Change, MemoryBuckets, RedisBuckets, plan, wake_time
+from hooks.quota import Store as Buckets
 from hooks.windows import ResetRule, next_reset
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hooks.buckets import MemoryBuckets, plan
 from hooks.keyinfo import KeyInfo
 from hooks.learn import HeaderFix, corrections
 from hooks.ledger import UsageStore
 from hooks.litellm_adapter import KeypoolHook
+from hooks.quota import MemoryBuckets, plan
 from tests.test_admission import deployment
 
 

@@ -10,9 +10,9 @@ import litellm
 import pytest
 from litellm.types.router import RouterRateLimitError
 
-from hooks.buckets import MemoryBuckets
 from hooks.ledger import UsageStore
 from hooks.litellm_adapter import KeypoolHook
+from hooks.quota import MemoryBuckets
 from tests.test_admission import deployment
 
 GROUP = "groq/m"

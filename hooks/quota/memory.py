@@ -1,0 +1,104 @@
+"""In-process quota storage: one worker's counters and parks, long parks kept on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hooks.quota.plan import INF, Admission, Change, WindowCheck, decide, live_slots
+
+# Parks longer than this (dead keys, daily quotas) are written to disk in memory mode, so a
+# restart does not send a request to a key the provider already refused for the day.
+PERSIST_AFTER = 600.0
+
+
+class MemoryBuckets:
+    """In-process store. Acquire has no `await` between check and record, so it is atomic
+    on the event loop."""
+
+    def __init__(self, persist_path: Path | None = None) -> None:
+        self._slots: dict[tuple[str, str], dict[int, int]] = {}
+        self._parks: dict[str, tuple[float, str]] = {}
+        self._claims: set[str] = set()
+        self._path = persist_path
+        if persist_path is not None and persist_path.exists():
+            try:
+                raw = json.loads(persist_path.read_text(encoding="utf-8"))
+                now = time.time()
+                for scope, (until, reason) in raw.items():
+                    until = INF if until is None else float(until)
+                    if until > now:
+                        self._parks[scope] = (until, str(reason))
+            except (OSError, ValueError, TypeError) as exc:
+                raise RuntimeError(f"{persist_path}: unreadable park state: {exc}") from exc
+
+    def _save(self) -> None:
+        if self._path is None:
+            return
+        now = time.time()
+        long = {s: (None if math.isinf(u) else u, r) for s, (u, r) in self._parks.items() if u - now > PERSIST_AFTER}
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(long, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self._path)
+
+    async def acquire(self, bucket: str, checks: Sequence[WindowCheck], parks: Sequence[str], now: float) -> Admission:
+        parked_until, why = 0.0, ""
+        for scope in parks:
+            until, reason = self._parks.get(scope, (0.0, ""))
+            if until > parked_until:
+                parked_until, why = until, reason
+        live = []
+        for check in checks:
+            slots = self._slots.setdefault((bucket, check.name), {})
+            kept = live_slots(check, slots)
+            if len(kept) != len(slots):  # prune what no window counts any more
+                slots.clear()
+                slots.update(kept)
+            live.append(kept)
+        verdict = decide(checks, live, parked_until, why, now)
+        if verdict.ok:
+            for check in checks:
+                slots = self._slots[(bucket, check.name)]
+                slots[check.slot] = slots.get(check.slot, 0) + check.need
+        return verdict
+
+    async def adjust(self, bucket: str, changes: Sequence[Change]) -> None:
+        for c in changes:
+            slots = self._slots.setdefault((bucket, c.window), {})
+            slots[c.slot] = max(0, slots.get(c.slot, 0) + c.delta)
+
+    async def usage(self, bucket: str, checks: Sequence[WindowCheck]) -> dict[str, int]:
+        return {c.name: sum(a for _, a in live_slots(c, self._slots.get((bucket, c.name), {}))) for c in checks}
+
+    async def park(self, scope: str, until: float, reason: str) -> None:
+        if until > self._parks.get(scope, (0.0, ""))[0]:
+            self._parks[scope] = (until, reason)
+            if until - time.time() > PERSIST_AFTER:
+                self._save()
+
+    async def unpark(self, scope: str) -> None:
+        if self._parks.pop(scope, None) is not None:
+            self._save()
+
+    async def parks(self, prefix: str) -> dict[str, tuple[float, str]]:
+        now = time.time()
+        return {s: v for s, v in self._parks.items() if s.startswith(prefix) and v[0] > now}
+
+    async def claim_once(self, name: str) -> bool:
+        """The counters live in this object, so the first claim after it was built (or flushed)
+        wins: a fresh process always restores into its own empty store."""
+        if name in self._claims:
+            return False
+        self._claims.add(name)
+        return True
+
+    async def flush_all(self) -> None:
+        self._slots.clear()
+        self._parks.clear()
+        self._claims.clear()
+        self._save()
