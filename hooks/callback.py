@@ -26,11 +26,10 @@ from litellm.types.router import RouterRateLimitError
 from hooks import litellm_tuning, windows
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of, park_scopes
 from hooks.buckets import Buckets, Change, MemoryBuckets, RedisBuckets, plan
-from hooks.classify import Kind, classify
 from hooks.cooldowns import PERSISTENT_KINDS, parks_for
 from hooks.hydrate import DAY_SLOT, MINUTE_BUCKET, Aggregate, ParkEvent, fixed_rules, parks_from_events, restores
 from hooks.keyinfo import KeyInfo
-from hooks.learn import corrections
+from hooks.providers import Kind, classify, corrections
 from hooks.usage_store import PARKING_OUTCOMES, UsageRow, UsageStore
 
 log = logging.getLogger("keypool")

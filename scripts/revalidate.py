@@ -30,8 +30,8 @@ if __package__ in (None, ""):
 
 from hooks.buckets import MemoryBuckets, RedisBuckets
 from hooks.callback import redis_url as keypool_redis_url
-from hooks.classify import Kind, classify
 from hooks.keyinfo import KeyInfo
+from hooks.providers import Kind, classify
 from hooks.usage_store import UsageRow, UsageStore
 from scripts.generate_config import ROOT, GenerationError, build, read_env
 

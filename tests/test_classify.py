@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hooks.classify import Kind, Verdict, _classify, classify, extract_error_json
+from hooks.providers import Kind, Verdict, _classify, classify, extract_error_json
 
 NOW = 1_760_000_000.0  # epoch seconds handed to classify as `now`
 MS = 1000

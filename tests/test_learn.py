@@ -8,7 +8,7 @@ from pathlib import Path
 from hooks.buckets import MemoryBuckets, plan
 from hooks.callback import KeypoolHook
 from hooks.keyinfo import KeyInfo
-from hooks.learn import HeaderFix, corrections
+from hooks.providers import HeaderFix, corrections
 from hooks.usage_store import UsageStore
 from tests.test_admission import deployment
 
