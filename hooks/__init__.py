@@ -1,6 +1,6 @@
 """keypool's LiteLLM hooks. The proxy config names `hooks.proxy_handler_instance` (callback)
 and `hooks.user_api_key_auth` (custom auth); both load lazily so that importing a pure module
-such as `hooks.classify` does not import LiteLLM."""
+such as `hooks.providers` does not import LiteLLM."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hooks import scopes, windows
-from hooks.classify import Kind, Verdict
 from hooks.keyinfo import KeyInfo
+from hooks.providers import Kind, Verdict
 
 # An ambiguous 429 says neither window nor delay: each repeat without a success in between
 # waits longer, so a key that is really out for the day stops costing a request a minute.

@@ -20,11 +20,11 @@ from litellm.types.router import RouterRateLimitError
 
 from hooks import litellm_data, litellm_patches, logs, restore, settlement, status
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
-from hooks.classify import Kind, classify
 from hooks.failures import PERSISTENT_KINDS, Strikes
 from hooks.keyinfo import KeyInfo
 from hooks.ledger import UsageStore
 from hooks.logs import log
+from hooks.providers import Kind, classify
 from hooks.quota import Store, storage_from_url
 from hooks.requests import RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from hooks import logs, scopes, windows
 from hooks.keyinfo import KeyInfo
-from hooks.learn import corrections
+from hooks.providers import corrections
 from hooks.quota import Change, Store, plan
 from hooks.requests import Reservation
 

@@ -18,6 +18,8 @@ SECONDS: dict[str, int] = {"m": 60, "h": 3600, "d": 86400}
 # Rolling windows count usage in slots of 1/60 of the window; a slot leaves the window only
 # when all of it has, so keypool may wait up to one slot longer than needed, never less.
 SLOTS_PER_WINDOW = 60
+_UNIT_LETTER: dict[str, str] = {"requests": "r", "tokens": "t"}
+_SPAN_LETTER: dict[str, str] = {"minute": "m", "hour": "h", "day": "d"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,14 @@ class ResetRule:
     def from_dict(cls, data: dict | None) -> ResetRule:
         data = data or {}
         return cls(mode=str(data.get("mode", "rolling")), timezone=str(data.get("timezone", "UTC")))
+
+
+def window_name(unit: str, span: str) -> str:
+    """The window the providers' words name: ("requests", "minute") -> "rpm", ("tokens", "day") -> "tpd".
+
+    Raises KeyError on any other word, so a caller never builds a window keypool does not know.
+    """
+    return f"{_UNIT_LETTER[unit]}p{_SPAN_LETTER[span]}"
 
 
 def length(window: str) -> int:

@@ -28,9 +28,9 @@ from rich.table import Table
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hooks.classify import Kind, classify
 from hooks.keyinfo import KeyInfo
 from hooks.ledger import UsageRow, UsageStore
+from hooks.providers import Kind, classify
 from hooks.quota import storage_from_url
 from hooks.settings import Settings
 from hooks.settings import redis_url as keypool_redis_url

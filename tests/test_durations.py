@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hooks.durations import find_retry_phrase, parse_duration, parse_retry_after_header
+from hooks.providers.durations import find_retry_phrase, parse_duration, parse_retry_after_header
 
 NOW = 1_760_000_000.0
 

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from hooks.classify import Kind, Verdict
 from hooks.failures import AMBIGUOUS_STEPS, BREAKER_BASE, parks_for
 from hooks.keyinfo import KeyInfo
+from hooks.providers import Kind, Verdict
 from hooks.windows import ResetRule, next_reset
 from tests.test_admission import deployment
 

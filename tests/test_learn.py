@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 from hooks.keyinfo import KeyInfo
-from hooks.learn import HeaderFix, corrections
 from hooks.ledger import UsageStore
 from hooks.litellm_adapter import KeypoolHook
+from hooks.providers import HeaderFix, corrections
 from hooks.quota import MemoryBuckets, plan
 from tests.test_admission import deployment
 

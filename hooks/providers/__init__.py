@@ -1,0 +1,68 @@
+"""Everything keypool knows about each provider: one module per provider, registered below.
+
+`classify` reads a failed upstream call into what it says about the key, its owner and the
+model; `corrections` reads the rate-limit headers a provider states on a success. Pure: no I/O
+and no LiteLLM import, so it runs in tests without a server. The input to `classify` is what the
+caller saw: the HTTP status (None for a network error), the response headers, and either the raw
+body or LiteLLM's exception message wrapping it. Source of the rules:
+shared/reference/provider-wire-formats.md, "Rules that follow":
+
+1. Structured fields first: status code, the provider JSON (`error.code`, Gemini `details[]`,
+   Groq/Cerebras `code`, OpenRouter `metadata`), rate-limit headers.
+2. The providers' fixed phrases second ("on tokens per minute (TPM)", "Requests per day limit
+   exceeded", "free-models-per-day", "API key not valid", ...).
+3. Never loose digits in free text: "14290 tokens" is not a 429, and "... 403 ..." inside a
+   context-length message is not a dead key. Digits are read only out of a fixed phrase
+   ("Limit 6000, Used 0, Requested 12328") or a named field.
+
+When one error names several windows, the one that frees up last decides (daily beats minute).
+A provider without a module gets the generic rules (base.generic) and no header corrections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hooks.providers import cerebras, gemini, groq, openrouter
+from hooks.providers.base import HeaderFix, Kind, Provider, Verdict, build_ctx, generic
+from hooks.providers.errors import extract_error_json
+
+__all__ = ["HeaderFix", "Kind", "Verdict", "classify", "corrections", "extract_error_json"]
+
+# Adding a provider: write hooks/providers/<name>.py with `classify` and `corrections`, list it here.
+PROVIDERS: dict[str, Provider] = {
+    "gemini": gemini,
+    "groq": groq,
+    "cerebras": cerebras,
+    "openrouter": openrouter,
+}
+
+
+def _classify(provider: str, status: int | None, headers: Mapping[str, str], body: str, now: float) -> Verdict:
+    ctx = build_ctx(provider, status, headers, body, now)
+    module = PROVIDERS.get(ctx.provider)
+    verdict = module.classify(ctx) if module is not None else generic(ctx)
+    if ctx.status is None and verdict.kind in (Kind.AMBIGUOUS_429, Kind.CLIENT_ERROR):
+        # No status and nothing recognisable: a network error or timeout.
+        return Verdict(Kind.TRANSIENT, reason=f"{ctx.provider} no status")
+    return verdict
+
+
+def classify(provider: str, status: int | None, headers: Mapping[str, str], body: str, now: float) -> Verdict:
+    """What a failed call says about the key, its owner and the model; never raises."""
+    try:
+        return _classify(provider, status, headers, body, now)
+    except Exception:
+        pass
+    # A bug here must not turn an upstream error into a proxy crash: fall back to what the
+    # status alone says (the tests exercise _classify without this net).
+    try:
+        return _classify(provider, status, {}, "", now)
+    except Exception:
+        return Verdict(Kind.TRANSIENT, reason="classifier error")
+
+
+def corrections(provider: str, headers: Mapping[str, str]) -> list[HeaderFix]:
+    """The counters `provider` states in the rate-limit headers of a success, one per window."""
+    module = PROVIDERS.get(provider)
+    return module.corrections(headers) if module is not None else []
