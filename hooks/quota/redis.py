@@ -1,6 +1,6 @@
 """Shared quota storage in Redis: several proxies count against the same buckets exactly.
 
-Every check-and-reserve is one Lua script (lua/*.lua), so two instances can never both take
+Every check-and-reserve is one Lua script (hooks/quota/*.lua), so two instances can never both take
 the last unit; each acquire, adjust or park is one round trip.
 """
 
@@ -15,7 +15,7 @@ from hooks.quota.plan import INF, Admission, Change, WindowCheck, admitted, live
 
 
 def _script(name: str) -> str:
-    return (resources.files("hooks.quota") / "lua" / name).read_text(encoding="utf-8")
+    return (resources.files("hooks.quota") / name).read_text(encoding="utf-8")
 
 
 class RedisBuckets:
