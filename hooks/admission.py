@@ -16,13 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hooks import scopes
-from hooks.keyinfo import KeyInfo
+from hooks.deployment import Deployment
 from hooks.quota import INF, Admission, Counters, plan
 
 
 @dataclass(frozen=True)
 class Choice:
-    info: KeyInfo
+    info: Deployment
     admission: Admission
     tokens: int
 
@@ -38,8 +38,8 @@ class NoCapacity(Exception):
 
 
 class GroupIndex:
-    def __init__(self, infos: Iterable[KeyInfo], rng: random.Random | None = None) -> None:
-        self.infos: dict[str, KeyInfo] = {i.deployment_id: i for i in infos}
+    def __init__(self, infos: Iterable[Deployment], rng: random.Random | None = None) -> None:
+        self.infos: dict[str, Deployment] = {i.deployment_id: i for i in infos}
         self._rng = rng or random.Random()
         self._ready: list[str] = list(self.infos)
         self._pos: dict[str, int] = {d: n for n, d in enumerate(self._ready)}
@@ -97,7 +97,7 @@ class GroupIndex:
         return len(self._ready), len(self._wake_at)
 
 
-def estimate_tokens(prompt_tokens: int, max_tokens: int | None, info: KeyInfo) -> int:
+def estimate_tokens(prompt_tokens: int, max_tokens: int | None, info: Deployment) -> int:
     """Tokens to reserve: the prompt plus the completion ceiling. Providers such as Cerebras
     reserve input + max_completion_tokens up front, so the ceiling is what they count."""
     completion = max_tokens if max_tokens and max_tokens > 0 else info.default_completion_tokens
@@ -146,5 +146,5 @@ async def choose(
     raise NoCapacity(group, index.earliest_wake(), only_too_large)
 
 
-def infos_of(deployments: Sequence[dict]) -> list[KeyInfo]:
-    return [i for i in (KeyInfo.from_deployment(d) for d in deployments) if i is not None]
+def infos_of(deployments: Sequence[dict]) -> list[Deployment]:
+    return [i for i in (Deployment.from_deployment(d) for d in deployments) if i is not None]

@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from hooks import scopes, windows
-from hooks.keyinfo import KeyInfo
-from hooks.providers import Kind, Verdict
+from hooks.deployment import Deployment
+from hooks.providers import FailureClass, Verdict
 
 # An ambiguous 429 says neither window nor delay: each repeat without a success in between
 # waits longer, so a key that is really out for the day stops costing a request a minute.
@@ -25,10 +25,10 @@ BREAKER_BASE = 15.0
 BREAKER_MAX = 600.0
 JITTER = 0.1  # up to 10 % (max 2 s) extra, so keys parked together do not all wake at once
 
-PERSISTENT_KINDS = frozenset({Kind.DEAD_KEY, Kind.PAYMENT, Kind.MODEL_UNAVAILABLE})
+PERSISTENT_KINDS = frozenset({FailureClass.DEAD_KEY, FailureClass.PAYMENT, FailureClass.MODEL_UNAVAILABLE})
 # Verdicts on the key itself (all its models), kept until revalidated; `revalidated` is the
 # ledger outcome scripts/revalidate.py writes when such a key answers again.
-KEY_VERDICTS = frozenset({Kind.DEAD_KEY.value, Kind.PAYMENT.value})
+KEY_VERDICTS = frozenset({FailureClass.DEAD_KEY.value, FailureClass.PAYMENT.value})
 REVALIDATED = "revalidated"
 
 
@@ -45,7 +45,7 @@ def _jitter(delay: float, rng: random.Random) -> float:
 
 def parks_for(
     verdict: Verdict,
-    info: KeyInfo,
+    info: Deployment,
     now: float,
     ambiguous_strikes: int = 0,
     transient_strikes: int = 0,
@@ -56,11 +56,11 @@ def parks_for(
     rng = rng or random.Random()
     kind = verdict.kind
     why = f"{kind.value}:{verdict.window or '-'}"
-    if kind == Kind.RATE_LIMIT:
+    if kind == FailureClass.RATE_LIMIT:
         window = verdict.window or "rpm"
         delay = verdict.retry_after if verdict.retry_after is not None else float(windows.length(window))
         return [Park(scopes.quota(info, verdict.account_wide), now + _jitter(max(delay, 1.0), rng), why)]
-    if kind == Kind.DAILY_QUOTA:
+    if kind == FailureClass.DAILY_QUOTA:
         if verdict.retry_after is not None and verdict.retry_after > 0:
             until = now + verdict.retry_after
         elif info.reset.mode == "midnight":
@@ -68,16 +68,16 @@ def parks_for(
         else:
             until = now + windows.length("rpd")
         return [Park(scopes.quota(info, verdict.account_wide), until + rng.random(), why)]
-    if kind == Kind.AMBIGUOUS_429:
+    if kind == FailureClass.AMBIGUOUS_429:
         step = AMBIGUOUS_STEPS[min(ambiguous_strikes, len(AMBIGUOUS_STEPS) - 1)]
         if verdict.retry_after is not None:
             step = max(step, verdict.retry_after)
         return [Park(scopes.quota(info, verdict.account_wide), now + _jitter(step, rng), why)]
-    if kind == Kind.MODEL_UNAVAILABLE:
+    if kind == FailureClass.MODEL_UNAVAILABLE:
         return [Park(scopes.bucket(info.bucket), math.inf, why)]
-    if kind in (Kind.DEAD_KEY, Kind.PAYMENT):
+    if kind in (FailureClass.DEAD_KEY, FailureClass.PAYMENT):
         return [Park(scopes.key(info.fingerprint), math.inf, why)]
-    if kind == Kind.TRANSIENT and transient_strikes + 1 >= BREAKER_THRESHOLD:
+    if kind == FailureClass.TRANSIENT and transient_strikes + 1 >= BREAKER_THRESHOLD:
         delay = min(BREAKER_MAX, BREAKER_BASE * 2**breaker_opens)
         return [Park(scopes.deployment(info), now + delay, f"breaker_open:{breaker_opens + 1}")]
     # UPSTREAM_BUSY, TOO_LARGE, CLIENT_ERROR and a lone TRANSIENT say nothing bad about the key.
@@ -92,20 +92,20 @@ class Strikes:
     transient: Counter[str] = field(default_factory=Counter)  # per deployment
     breaker_opens: Counter[str] = field(default_factory=Counter)  # per deployment
 
-    def parks(self, verdict: Verdict, info: KeyInfo, now: float) -> list[Park]:
+    def parks(self, verdict: Verdict, info: Deployment, now: float) -> list[Park]:
         """The parks this failure causes, counting it as a strike."""
         dep = info.deployment_id
-        if verdict.kind == Kind.TRANSIENT:
+        if verdict.kind == FailureClass.TRANSIENT:
             self.transient[dep] += 1
         parks = parks_for(
             verdict,
             info,
             now,
             ambiguous_strikes=self.ambiguous[info.bucket],
-            transient_strikes=self.transient[dep] - 1 if verdict.kind == Kind.TRANSIENT else 0,
+            transient_strikes=self.transient[dep] - 1 if verdict.kind == FailureClass.TRANSIENT else 0,
             breaker_opens=self.breaker_opens[dep],
         )
-        if verdict.kind == Kind.AMBIGUOUS_429:
+        if verdict.kind == FailureClass.AMBIGUOUS_429:
             self.ambiguous[info.bucket] += 1
         for park in parks:
             if park.scope.startswith(scopes.DEPLOYMENT):
@@ -113,7 +113,7 @@ class Strikes:
                 self.transient.pop(dep, None)
         return parks
 
-    def success(self, info: KeyInfo) -> None:
+    def success(self, info: Deployment) -> None:
         self.ambiguous.pop(info.bucket, None)
         self.transient.pop(info.deployment_id, None)
         self.breaker_opens.pop(info.deployment_id, None)

@@ -20,11 +20,11 @@ from litellm.types.router import RouterRateLimitError
 
 from hooks import litellm_data, litellm_patches, logs, restore, settlement, status
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
+from hooks.deployment import Deployment
 from hooks.failures import PERSISTENT_KINDS, Strikes
-from hooks.keyinfo import KeyInfo
 from hooks.ledger import UsageStore
 from hooks.logs import log
-from hooks.providers import Kind, classify
+from hooks.providers import FailureClass, classify
 from hooks.quota import Store, storage_from_url
 from hooks.requests import RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current
@@ -131,9 +131,9 @@ class KeypoolHook(CustomLogger):
                 self._deployments[d["model_info"]["id"]] = d
         return index
 
-    def _info(self, dep: str) -> KeyInfo | None:
+    def _info(self, dep: str) -> Deployment | None:
         d = self._deployments.get(dep)
-        return KeyInfo.from_deployment(d) if d else None
+        return Deployment.from_deployment(d) if d else None
 
     # ---- admission ---------------------------------------------------------------------
     async def async_filter_deployments(
@@ -261,7 +261,7 @@ class KeypoolHook(CustomLogger):
         self._strikes.success(info)
         await self._learn(info, litellm_data.response_headers(response_obj))
 
-    async def _learn(self, info: KeyInfo, headers: Mapping[str, str]) -> None:
+    async def _learn(self, info: Deployment, headers: Mapping[str, str]) -> None:
         await self._headers.learn(self.store, info, headers, time.time())
 
     # ---- failures ----------------------------------------------------------------------
@@ -296,7 +296,7 @@ class KeypoolHook(CustomLogger):
             self._record(res, call_id, verdict.kind.value, status, ended=now)
         if state is not None:
             state.last_error = exc
-            if verdict.kind in (Kind.CLIENT_ERROR, Kind.TOO_LARGE):
+            if verdict.kind in (FailureClass.CLIENT_ERROR, FailureClass.TOO_LARGE):
                 state.client_error = exc
         parks = self._strikes.parks(verdict, info, now)
         for park in parks:

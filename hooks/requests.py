@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from hooks.keyinfo import KeyInfo
+from hooks.deployment import Deployment
 from hooks.ledger import UsageRow
 
 RESERVATION_TTL = 900.0  # forget an unsettled reservation after this; its units stay counted
@@ -19,7 +19,7 @@ MAX_TRACKED_REQUESTS = 20_000
 
 @dataclass
 class Reservation:
-    info: KeyInfo
+    info: Deployment
     tokens: int
     slots: tuple[tuple[str, int], ...]
     at: float

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hooks import scopes, windows
+from hooks.deployment import Deployment
 from hooks.failures import KEY_VERDICTS, REVALIDATED
-from hooks.keyinfo import KeyInfo
 from hooks.ledger import PARKING_OUTCOMES, UsageStore
 from hooks.quota import Change, Store
 from hooks.windows import ResetRule
@@ -59,7 +59,7 @@ def _fits(window: str, kind: str) -> bool:
     return kind in ("rolling_day", "fixed_day")
 
 
-def restores(aggregates: Iterable[Aggregate], kind: str, infos: Mapping[str, KeyInfo], now: float) -> list[Restore]:
+def restores(aggregates: Iterable[Aggregate], kind: str, infos: Mapping[str, Deployment], now: float) -> list[Restore]:
     out: dict[tuple[str, str, int], int] = {}
     for agg in aggregates:
         info = infos.get(agg.deployment_id)
@@ -91,12 +91,12 @@ def restores(aggregates: Iterable[Aggregate], kind: str, infos: Mapping[str, Key
     ]
 
 
-def fixed_rules(infos: Iterable[KeyInfo]) -> set[ResetRule]:
+def fixed_rules(infos: Iterable[Deployment]) -> set[ResetRule]:
     return {i.reset for i in infos if i.reset.mode == "midnight"}
 
 
 def parks_from_events(
-    events: Iterable[ParkEvent], infos: Mapping[str, KeyInfo], now: float
+    events: Iterable[ParkEvent], infos: Mapping[str, Deployment], now: float
 ) -> list[tuple[str, float, str]]:
     """(scope, until, reason) for the latest parking outcome of each key the ledger remembers."""
     out: list[tuple[str, float, str]] = []
@@ -125,7 +125,7 @@ def _epoch(ts: datetime) -> float:
     return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
-async def restore(store: Store, ledger: UsageStore, infos: Mapping[str, KeyInfo], now: float) -> tuple[int, int]:
+async def restore(store: Store, ledger: UsageStore, infos: Mapping[str, Deployment], now: float) -> tuple[int, int]:
     """Write what the ledger remembers into the store: (units restored, parks restored)."""
     await asyncio.to_thread(ledger.flush, 10.0)  # rows a crashed predecessor journaled count too
 

@@ -6,7 +6,7 @@ all speak of the same thing.
 
 from __future__ import annotations
 
-from hooks.keyinfo import KeyInfo
+from hooks.deployment import Deployment
 
 DEPLOYMENT = "dep:"  # one key x model (circuit breaker)
 KEY = "key:"  # one key, all its models (dead, unpaid)
@@ -14,7 +14,7 @@ BUCKET = "bucket:"  # one quota bucket: owner x model, or the owner's account
 OWNER = "owner:"  # the owner's whole account
 
 
-def deployment(info: KeyInfo) -> str:
+def deployment(info: Deployment) -> str:
     return f"{DEPLOYMENT}{info.deployment_id}"
 
 
@@ -30,12 +30,12 @@ def owner(name: str) -> str:
     return f"{OWNER}{name}"
 
 
-def quota(info: KeyInfo, account_wide: bool) -> str:
+def quota(info: Deployment, account_wide: bool) -> str:
     """The scope a quota refusal parks: the owner's account when the provider said so."""
     return owner(info.owner) if account_wide else bucket(info.bucket)
 
 
-def of(info: KeyInfo) -> list[str]:
+def of(info: Deployment) -> list[str]:
     """Every scope whose park keeps this deployment out, from narrowest to widest."""
     return [deployment(info), key(info.fingerprint), bucket(info.bucket), owner(info.owner)]
 

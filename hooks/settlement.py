@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 
 from hooks import logs, scopes, windows
-from hooks.keyinfo import KeyInfo
+from hooks.deployment import Deployment
 from hooks.providers import corrections
 from hooks.quota import Change, Store, plan
 from hooks.requests import Reservation
@@ -30,7 +30,7 @@ class HeaderLearning:
     def __init__(self) -> None:
         self._limits_logged: set[tuple[str, str, str, int]] = set()
 
-    async def learn(self, store: Store, info: KeyInfo, headers: Mapping[str, str], now: float) -> None:
+    async def learn(self, store: Store, info: Deployment, headers: Mapping[str, str], now: float) -> None:
         for fix in corrections(info.provider, headers):
             catalog = info.limits.get(fix.window)
             if fix.limit is not None and catalog is not None and fix.limit != catalog:

@@ -28,9 +28,9 @@ from rich.table import Table
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hooks.keyinfo import KeyInfo
+from hooks.deployment import Deployment
 from hooks.ledger import UsageRow, UsageStore
-from hooks.providers import Kind, classify
+from hooks.providers import FailureClass, classify
 from hooks.quota import storage_from_url
 from hooks.settings import Settings
 from hooks.settings import redis_url as keypool_redis_url
@@ -62,7 +62,7 @@ async def _probe(deployment: dict[str, Any], env: dict[str, str]) -> tuple[str, 
     params = deployment["litellm_params"]
     api_key = env[params["api_key"].removeprefix("os.environ/")]
     base = params.get("api_base")
-    info = KeyInfo.from_deployment(deployment)
+    info = Deployment.from_deployment(deployment)
     assert info is not None
     try:
         await litellm.acompletion(
@@ -78,9 +78,14 @@ async def _probe(deployment: dict[str, Any], env: dict[str, str]) -> tuple[str, 
         status = getattr(exc, "status_code", None)
         text = str(getattr(exc, "message", exc))
         verdict = classify(info.provider, status if isinstance(status, int) else None, {}, text, time.time())
-        if verdict.kind in (Kind.DEAD_KEY, Kind.PAYMENT):
+        if verdict.kind in (FailureClass.DEAD_KEY, FailureClass.PAYMENT):
             return "still out", verdict.kind.value
-        if verdict.kind in (Kind.RATE_LIMIT, Kind.DAILY_QUOTA, Kind.AMBIGUOUS_429, Kind.UPSTREAM_BUSY):
+        if verdict.kind in (
+            FailureClass.RATE_LIMIT,
+            FailureClass.DAILY_QUOTA,
+            FailureClass.AMBIGUOUS_429,
+            FailureClass.UPSTREAM_BUSY,
+        ):
             return "back", f"valid, currently {verdict.kind.value}"
         return "unknown", verdict.kind.value
 
@@ -105,7 +110,7 @@ async def run(env: dict[str, str], config_dir: Path, dry_run: bool) -> list[Prob
             deployment = by_fp.get(fp)
             if deployment is None:  # the key is no longer in .env (or its value changed)
                 continue
-            info = KeyInfo.from_deployment(deployment)
+            info = Deployment.from_deployment(deployment)
             assert info is not None
             result, detail = ("unknown", "dry run") if dry_run else await _probe(deployment, env)
             probes.append(Probe(fp, info.provider, info.model, result, detail))

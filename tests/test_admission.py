@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from hooks.admission import GroupIndex, NoCapacity, choose, estimate_tokens
-from hooks.keyinfo import KeyInfo
+from hooks.deployment import Deployment
 from hooks.quota import Admission, Change, MemoryBuckets, WindowCheck
 
 T0 = 1_800_000_000.0
@@ -37,7 +37,7 @@ def deployment(i: int, owner: str | None = None, limits: dict | None = None, sco
 
 
 def index_of(deps: Sequence[dict], seed: int = 1) -> GroupIndex:
-    return GroupIndex([KeyInfo.from_deployment(d) for d in deps], rng=random.Random(seed))  # type: ignore[misc]
+    return GroupIndex([Deployment.from_deployment(d) for d in deps], rng=random.Random(seed))  # type: ignore[misc]
 
 
 class CountingStore(MemoryBuckets):
@@ -103,7 +103,7 @@ async def test_exhausted_keys_are_not_rechecked_on_every_request() -> None:
     deps = [deployment(i, limits={"rpd": 1 if i > 10 else 1000}) for i in range(1, n + 1)]
     idx, store = index_of(deps), CountingStore()
     for d in deps[10:]:
-        info = KeyInfo.from_deployment(d)
+        info = Deployment.from_deployment(d)
         assert info is not None
         await store.park(f"bucket:{info.bucket}", T0 + 3600, "daily_quota:rpd")
     served = 0
@@ -131,7 +131,7 @@ async def test_released_tokens_wake_a_sleeping_bucket() -> None:
 
 
 def test_estimate_is_prompt_plus_completion_ceiling() -> None:
-    info = KeyInfo.from_deployment(deployment(1))
+    info = Deployment.from_deployment(deployment(1))
     assert info is not None
     assert estimate_tokens(50, 200, info) == 250
     assert estimate_tokens(50, None, info) == 150  # catalog default_completion_tokens

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hooks.providers import Kind, Verdict, _classify, classify, extract_error_json
+from hooks.providers import FailureClass, Verdict, _classify, classify, extract_error_json
 
 NOW = 1_760_000_000.0  # epoch seconds handed to classify as `now`
 MS = 1000
@@ -27,7 +27,7 @@ class Case:
     provider: str
     status: int | None
     body: str
-    kind: Kind
+    kind: FailureClass
     window: str | None = None
     retry_after: float | None = None
     account_wide: bool = False
@@ -228,36 +228,48 @@ def litellm_gemini(kind: str, body: dict) -> str:
 
 
 GEMINI_CASES = [
-    Case("gemini daily (reference quotaId)", "gemini", 429, dumps(G_DAILY), Kind.DAILY_QUOTA, "rpd"),
-    Case("gemini per-minute requests", "gemini", 429, dumps(G_MINUTE), Kind.RATE_LIMIT, "rpm", 26.377711144),
-    Case("gemini per-minute input tokens", "gemini", 429, dumps(G_TOKENS_MINUTE), Kind.RATE_LIMIT, "tpm", 13.5),
-    Case("gemini daily+minute violations: daily decides", "gemini", 429, dumps(G_MULTI), Kind.DAILY_QUOTA, "rpd"),
-    Case("gemini RetryInfo 0s on daily", "gemini", 429, dumps(G_DAILY_ZERO_DELAY), Kind.DAILY_QUOTA, "rpd"),
-    Case("gemini limit: 0 in message", "gemini", 429, dumps(G_LIMIT_ZERO_TEXT), Kind.MODEL_UNAVAILABLE),
-    Case("gemini quotaValue 0", "gemini", 429, dumps(G_LIMIT_ZERO_FIELD), Kind.MODEL_UNAVAILABLE),
-    Case("gemini bare resource exhausted", "gemini", 429, dumps(G_BARE), Kind.AMBIGUOUS_429),
-    Case("gemini RetryInfo without quotaId", "gemini", 429, dumps(G_RETRYINFO_ONLY), Kind.AMBIGUOUS_429, None, 26.3),
-    Case("gemini 429 no body", "gemini", 429, "", Kind.AMBIGUOUS_429),
-    Case("gemini API key not valid", "gemini", 400, dumps(G_KEY_INVALID), Kind.DEAD_KEY),
-    Case("gemini API key expired", "gemini", 400, dumps(G_KEY_EXPIRED), Kind.DEAD_KEY),
-    Case("gemini API Key not found", "gemini", 400, dumps(G_KEY_NOT_FOUND), Kind.DEAD_KEY),
-    Case("gemini API key not valid, message only", "gemini", 400, dumps(G_KEY_INVALID_NO_DETAILS), Kind.DEAD_KEY),
-    Case("gemini leaked key", "gemini", 403, dumps(G_LEAKED), Kind.DEAD_KEY),
-    Case("gemini API_KEY_SERVICE_BLOCKED", "gemini", 403, dumps(G_BLOCKED), Kind.DEAD_KEY),
-    Case("gemini input token count too large", "gemini", 400, dumps(G_TOO_LARGE), Kind.TOO_LARGE),
-    Case("gemini too large with 403 in digits", "gemini", 400, dumps(G_TOO_LARGE_403), Kind.TOO_LARGE),
-    Case("gemini bad request", "gemini", 400, dumps(G_BAD_REQUEST), Kind.CLIENT_ERROR),
-    Case("gemini model not found", "gemini", 404, dumps(G_NOT_FOUND), Kind.CLIENT_ERROR),
-    Case("gemini 503 overloaded", "gemini", 503, dumps(G_OVERLOADED), Kind.UPSTREAM_BUSY),
-    Case("gemini 503 unavailable", "gemini", 503, dumps(G_UNAVAILABLE), Kind.TRANSIENT),
-    Case("gemini 500 internal", "gemini", 500, dumps(G_INTERNAL), Kind.TRANSIENT),
+    Case("gemini daily (reference quotaId)", "gemini", 429, dumps(G_DAILY), FailureClass.DAILY_QUOTA, "rpd"),
+    Case("gemini per-minute requests", "gemini", 429, dumps(G_MINUTE), FailureClass.RATE_LIMIT, "rpm", 26.377711144),
+    Case("gemini per-minute input tokens", "gemini", 429, dumps(G_TOKENS_MINUTE), FailureClass.RATE_LIMIT, "tpm", 13.5),
+    Case(
+        "gemini daily+minute violations: daily decides", "gemini", 429, dumps(G_MULTI), FailureClass.DAILY_QUOTA, "rpd"
+    ),
+    Case("gemini RetryInfo 0s on daily", "gemini", 429, dumps(G_DAILY_ZERO_DELAY), FailureClass.DAILY_QUOTA, "rpd"),
+    Case("gemini limit: 0 in message", "gemini", 429, dumps(G_LIMIT_ZERO_TEXT), FailureClass.MODEL_UNAVAILABLE),
+    Case("gemini quotaValue 0", "gemini", 429, dumps(G_LIMIT_ZERO_FIELD), FailureClass.MODEL_UNAVAILABLE),
+    Case("gemini bare resource exhausted", "gemini", 429, dumps(G_BARE), FailureClass.AMBIGUOUS_429),
+    Case(
+        "gemini RetryInfo without quotaId",
+        "gemini",
+        429,
+        dumps(G_RETRYINFO_ONLY),
+        FailureClass.AMBIGUOUS_429,
+        None,
+        26.3,
+    ),
+    Case("gemini 429 no body", "gemini", 429, "", FailureClass.AMBIGUOUS_429),
+    Case("gemini API key not valid", "gemini", 400, dumps(G_KEY_INVALID), FailureClass.DEAD_KEY),
+    Case("gemini API key expired", "gemini", 400, dumps(G_KEY_EXPIRED), FailureClass.DEAD_KEY),
+    Case("gemini API Key not found", "gemini", 400, dumps(G_KEY_NOT_FOUND), FailureClass.DEAD_KEY),
+    Case(
+        "gemini API key not valid, message only", "gemini", 400, dumps(G_KEY_INVALID_NO_DETAILS), FailureClass.DEAD_KEY
+    ),
+    Case("gemini leaked key", "gemini", 403, dumps(G_LEAKED), FailureClass.DEAD_KEY),
+    Case("gemini API_KEY_SERVICE_BLOCKED", "gemini", 403, dumps(G_BLOCKED), FailureClass.DEAD_KEY),
+    Case("gemini input token count too large", "gemini", 400, dumps(G_TOO_LARGE), FailureClass.TOO_LARGE),
+    Case("gemini too large with 403 in digits", "gemini", 400, dumps(G_TOO_LARGE_403), FailureClass.TOO_LARGE),
+    Case("gemini bad request", "gemini", 400, dumps(G_BAD_REQUEST), FailureClass.CLIENT_ERROR),
+    Case("gemini model not found", "gemini", 404, dumps(G_NOT_FOUND), FailureClass.CLIENT_ERROR),
+    Case("gemini 503 overloaded", "gemini", 503, dumps(G_OVERLOADED), FailureClass.UPSTREAM_BUSY),
+    Case("gemini 503 unavailable", "gemini", 503, dumps(G_UNAVAILABLE), FailureClass.TRANSIENT),
+    Case("gemini 500 internal", "gemini", 500, dumps(G_INTERNAL), FailureClass.TRANSIENT),
     # LiteLLM-wrapped messages, with the status LiteLLM reports
     Case(
         "litellm gemini daily",
         "gemini",
         429,
         litellm_gemini("RateLimitError", G_DAILY),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
     ),
     Case(
@@ -265,7 +277,7 @@ GEMINI_CASES = [
         "gemini",
         429,
         litellm_gemini("RateLimitError", G_MINUTE),
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         "rpm",
         26.377711144,
     ),
@@ -274,43 +286,43 @@ GEMINI_CASES = [
         "gemini",
         400,
         litellm_gemini("BadRequestError", G_TOO_LARGE_403),
-        Kind.TOO_LARGE,
+        FailureClass.TOO_LARGE,
     ),
     Case(
         "litellm gemini leaked key re-mapped to 400",
         "gemini",
         400,
         litellm_gemini("BadRequestError", G_LEAKED),
-        Kind.DEAD_KEY,
+        FailureClass.DEAD_KEY,
     ),
     Case(
         "litellm gemini API key not valid as 401",
         "gemini",
         401,
         f"litellm.AuthenticationError: GeminiException - {json.dumps(G_KEY_INVALID, indent=2)}",
-        Kind.DEAD_KEY,
+        FailureClass.DEAD_KEY,
     ),
     Case(
         "litellm gemini 5xx envelope holding a 429",
         "gemini",
         500,
         litellm_gemini("RateLimitError", G_MULTI),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
     ),
     # Gemini's OpenAI-compatible endpoint wraps the same errors in a JSON array
-    Case("gemini compat array daily", "gemini", 429, dumps([G_DAILY]), Kind.DAILY_QUOTA, "rpd"),
-    Case("gemini compat array minute", "gemini", 429, dumps([G_MINUTE]), Kind.RATE_LIMIT, "rpm", 26.377711144),
-    Case("gemini compat array bad key", "gemini", 400, dumps([G_KEY_INVALID]), Kind.DEAD_KEY),
+    Case("gemini compat array daily", "gemini", 429, dumps([G_DAILY]), FailureClass.DAILY_QUOTA, "rpd"),
+    Case("gemini compat array minute", "gemini", 429, dumps([G_MINUTE]), FailureClass.RATE_LIMIT, "rpm", 26.377711144),
+    Case("gemini compat array bad key", "gemini", 400, dumps([G_KEY_INVALID]), FailureClass.DEAD_KEY),
     Case(
         "litellm-wrapped compat array",
         "gemini",
         429,
         "litellm.RateLimitError: RateLimitError: GeminiException - " + dumps([G_LIMIT_ZERO_TEXT]),
-        Kind.MODEL_UNAVAILABLE,
+        FailureClass.MODEL_UNAVAILABLE,
     ),
     # Double encoding: the JSON arrives as a JSON string, or inside the proxy's own envelope
-    Case("gemini double-encoded", "gemini", 429, json.dumps(json.dumps(G_DAILY)), Kind.DAILY_QUOTA, "rpd"),
+    Case("gemini double-encoded", "gemini", 429, json.dumps(json.dumps(G_DAILY)), FailureClass.DAILY_QUOTA, "rpd"),
     Case(
         "gemini inside the litellm proxy envelope",
         "gemini",
@@ -325,7 +337,7 @@ GEMINI_CASES = [
                 }
             }
         ),
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         "rpm",
         26.377711144,
     ),
@@ -436,32 +448,39 @@ GROQ_CASES = [
         "groq",
         429,
         dumps(GROQ_TPM),
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         "tpm",
         6.0,
         headers={**GROQ_HEADERS, "retry-after": "6"},
     ),
-    Case("groq TPM body only", "groq", 429, dumps(GROQ_TPM), Kind.RATE_LIMIT, "tpm", 5.289),
-    Case("groq RPM", "groq", 429, dumps(GROQ_RPM), Kind.RATE_LIMIT, "rpm", 2.0, headers={"Retry-After": "2"}),
-    Case("groq RPD", "groq", 429, dumps(GROQ_RPD), Kind.DAILY_QUOTA, "rpd", 86.4),
-    Case("groq TPD", "groq", 429, dumps(GROQ_TPD), Kind.DAILY_QUOTA, "tpd", 432.576),
+    Case("groq TPM body only", "groq", 429, dumps(GROQ_TPM), FailureClass.RATE_LIMIT, "tpm", 5.289),
+    Case("groq RPM", "groq", 429, dumps(GROQ_RPM), FailureClass.RATE_LIMIT, "rpm", 2.0, headers={"Retry-After": "2"}),
+    Case("groq RPD", "groq", 429, dumps(GROQ_RPD), FailureClass.DAILY_QUOTA, "rpd", 86.4),
+    Case("groq TPD", "groq", 429, dumps(GROQ_TPD), FailureClass.DAILY_QUOTA, "tpd", 432.576),
     Case(
         "groq RPD without phrase: reset-requests header",
         "groq",
         429,
         dumps(GROQ_RPD_NO_DELAY),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         86.4,
         headers={"X-RateLimit-Reset-Requests": "1m26.4s"},
     ),
-    Case("groq TPM request bigger than the window", "groq", 429, dumps(GROQ_TPM_NEVER_FITS), Kind.TOO_LARGE, "tpm"),
+    Case(
+        "groq TPM request bigger than the window",
+        "groq",
+        429,
+        dumps(GROQ_TPM_NEVER_FITS),
+        FailureClass.TOO_LARGE,
+        "tpm",
+    ),
     Case(
         "groq 429 window from headers: requests (daily)",
         "groq",
         429,
         dumps(GROQ_HEADERS_ONLY),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         179.56,
         headers={
@@ -475,7 +494,7 @@ GROQ_CASES = [
         "groq",
         429,
         dumps(GROQ_HEADERS_ONLY),
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         "tpm",
         7.66,
         headers={
@@ -483,25 +502,27 @@ GROQ_CASES = [
             **{k: GROQ_HEADERS[k] for k in GROQ_HEADERS if "tokens" in k},
         },
     ),
-    Case("groq 413 request too large (reference)", "groq", 413, dumps(GROQ_413), Kind.TOO_LARGE, "tpm"),
-    Case("groq 401 invalid key (reference)", "groq", 401, dumps(GROQ_401), Kind.DEAD_KEY),
-    Case("groq 403", "groq", 403, dumps({"error": {"message": "Forbidden"}}), Kind.DEAD_KEY),
-    Case("groq 400 organization_restricted", "groq", 400, dumps(GROQ_RESTRICTED), Kind.DEAD_KEY),
-    Case("groq context_length_exceeded", "groq", 400, dumps(GROQ_CONTEXT), Kind.TOO_LARGE),
-    Case("groq context length with 403/429 digits", "groq", 400, dumps(GROQ_CONTEXT_DIGITS), Kind.TOO_LARGE),
-    Case("groq bad request with 401/403 digits", "groq", 400, dumps(GROQ_BAD_REQUEST_DIGITS), Kind.CLIENT_ERROR),
-    Case("groq 404 model not found", "groq", 404, dumps(GROQ_MODEL_404), Kind.CLIENT_ERROR),
-    Case("groq 498 flex capacity", "groq", 498, dumps(GROQ_498), Kind.UPSTREAM_BUSY),
-    Case("groq 503", "groq", 503, dumps(GROQ_503), Kind.TRANSIENT),
-    Case("groq 429 nothing", "groq", 429, "", Kind.AMBIGUOUS_429),
-    Case("litellm groq TPM", "groq", 429, litellm_groq(GROQ_TPM), Kind.RATE_LIMIT, "tpm", 5.289),
-    Case("litellm groq RPD", "groq", 429, litellm_groq(GROQ_RPD), Kind.DAILY_QUOTA, "rpd", 86.4),
+    Case("groq 413 request too large (reference)", "groq", 413, dumps(GROQ_413), FailureClass.TOO_LARGE, "tpm"),
+    Case("groq 401 invalid key (reference)", "groq", 401, dumps(GROQ_401), FailureClass.DEAD_KEY),
+    Case("groq 403", "groq", 403, dumps({"error": {"message": "Forbidden"}}), FailureClass.DEAD_KEY),
+    Case("groq 400 organization_restricted", "groq", 400, dumps(GROQ_RESTRICTED), FailureClass.DEAD_KEY),
+    Case("groq context_length_exceeded", "groq", 400, dumps(GROQ_CONTEXT), FailureClass.TOO_LARGE),
+    Case("groq context length with 403/429 digits", "groq", 400, dumps(GROQ_CONTEXT_DIGITS), FailureClass.TOO_LARGE),
+    Case(
+        "groq bad request with 401/403 digits", "groq", 400, dumps(GROQ_BAD_REQUEST_DIGITS), FailureClass.CLIENT_ERROR
+    ),
+    Case("groq 404 model not found", "groq", 404, dumps(GROQ_MODEL_404), FailureClass.CLIENT_ERROR),
+    Case("groq 498 flex capacity", "groq", 498, dumps(GROQ_498), FailureClass.UPSTREAM_BUSY),
+    Case("groq 503", "groq", 503, dumps(GROQ_503), FailureClass.TRANSIENT),
+    Case("groq 429 nothing", "groq", 429, "", FailureClass.AMBIGUOUS_429),
+    Case("litellm groq TPM", "groq", 429, litellm_groq(GROQ_TPM), FailureClass.RATE_LIMIT, "tpm", 5.289),
+    Case("litellm groq RPD", "groq", 429, litellm_groq(GROQ_RPD), FailureClass.DAILY_QUOTA, "rpd", 86.4),
     Case(
         "litellm groq 401",
         "groq",
         401,
         "litellm.AuthenticationError: AuthenticationError: GroqException - " + dumps(GROQ_401),
-        Kind.DEAD_KEY,
+        FailureClass.DEAD_KEY,
     ),
     Case(
         "litellm groq context window",
@@ -509,7 +530,7 @@ GROQ_CASES = [
         400,
         "litellm.ContextWindowExceededError: litellm.BadRequestError: ContextWindowExceededError: GroqException - "
         + dumps(GROQ_CONTEXT),
-        Kind.TOO_LARGE,
+        FailureClass.TOO_LARGE,
     ),
 ]
 
@@ -554,13 +575,13 @@ C_DAY_GONE = {**C_HEADERS, "x-ratelimit-remaining-requests-day": "0"}
 C_TOKENS_GONE = {**C_HEADERS, "x-ratelimit-remaining-tokens-minute": "0"}
 
 CEREBRAS_CASES = [
-    Case("cerebras RPM (reference) no headers", "cerebras", 429, dumps(C_RPM), Kind.RATE_LIMIT, "rpm"),
+    Case("cerebras RPM (reference) no headers", "cerebras", 429, dumps(C_RPM), FailureClass.RATE_LIMIT, "rpm"),
     Case(
         "cerebras RPM with day budget left",
         "cerebras",
         429,
         dumps(C_RPM),
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         "rpm",
         headers=C_HEADERS,
     ),
@@ -569,7 +590,7 @@ CEREBRAS_CASES = [
         "cerebras",
         429,
         dumps(C_RPM),
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         "rpm",
         37.2,
         headers={**C_HEADERS, "x-ratelimit-reset-requests-minute": "37.2"},
@@ -579,34 +600,41 @@ CEREBRAS_CASES = [
         "cerebras",
         429,
         dumps(C_RPM),
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         "rpm",
         4.0,
         headers={"Retry-After": "4"},
     ),
     Case(
-        "cerebras TPM (reference)", "cerebras", 429, dumps(C_TPM), Kind.RATE_LIMIT, "tpm", 11.38, headers=C_TOKENS_GONE
+        "cerebras TPM (reference)",
+        "cerebras",
+        429,
+        dumps(C_TPM),
+        FailureClass.RATE_LIMIT,
+        "tpm",
+        11.38,
+        headers=C_TOKENS_GONE,
     ),
-    Case("cerebras TPM no headers", "cerebras", 429, dumps(C_TPM), Kind.RATE_LIMIT, "tpm"),
-    Case("cerebras RPH", "cerebras", 429, dumps(C_RPH), Kind.RATE_LIMIT, "rph"),
-    Case("cerebras TPH", "cerebras", 429, dumps(C_TPH), Kind.RATE_LIMIT, "tph"),
+    Case("cerebras TPM no headers", "cerebras", 429, dumps(C_TPM), FailureClass.RATE_LIMIT, "tpm"),
+    Case("cerebras RPH", "cerebras", 429, dumps(C_RPH), FailureClass.RATE_LIMIT, "rph"),
+    Case("cerebras TPH", "cerebras", 429, dumps(C_TPH), FailureClass.RATE_LIMIT, "tph"),
     Case(
         "cerebras RPD with headers",
         "cerebras",
         429,
         dumps(C_RPD),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         33011.38,
         headers=C_DAY_GONE,
     ),
-    Case("cerebras RPD no headers", "cerebras", 429, dumps(C_RPD), Kind.DAILY_QUOTA, "rpd"),
+    Case("cerebras RPD no headers", "cerebras", 429, dumps(C_RPD), FailureClass.DAILY_QUOTA, "rpd"),
     Case(
         "cerebras TPD with header",
         "cerebras",
         429,
         dumps(C_TPD),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "tpd",
         5000.5,
         headers={"x-ratelimit-remaining-tokens-day": "0", "x-ratelimit-reset-tokens-day": "5000.5"},
@@ -616,7 +644,7 @@ CEREBRAS_CASES = [
         "cerebras",
         429,
         dumps(C_RPM),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         33011.38,
         headers=C_DAY_GONE,
@@ -626,23 +654,23 @@ CEREBRAS_CASES = [
         "cerebras",
         429,
         dumps(C_CODE_ONLY),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         33011.38,
         headers=C_DAY_GONE,
     ),
-    Case("cerebras code only, nothing else", "cerebras", 429, dumps(C_CODE_ONLY), Kind.AMBIGUOUS_429),
-    Case("cerebras high traffic", "cerebras", 429, dumps(C_BUSY), Kind.UPSTREAM_BUSY),
-    Case("cerebras 401", "cerebras", 401, dumps(C_BAD_KEY), Kind.DEAD_KEY),
-    Case("cerebras 403 no body", "cerebras", 403, "", Kind.DEAD_KEY),
-    Case("cerebras context length", "cerebras", 400, dumps(C_CONTEXT), Kind.TOO_LARGE),
-    Case("cerebras 500", "cerebras", 500, "Internal Server Error", Kind.TRANSIENT),
+    Case("cerebras code only, nothing else", "cerebras", 429, dumps(C_CODE_ONLY), FailureClass.AMBIGUOUS_429),
+    Case("cerebras high traffic", "cerebras", 429, dumps(C_BUSY), FailureClass.UPSTREAM_BUSY),
+    Case("cerebras 401", "cerebras", 401, dumps(C_BAD_KEY), FailureClass.DEAD_KEY),
+    Case("cerebras 403 no body", "cerebras", 403, "", FailureClass.DEAD_KEY),
+    Case("cerebras context length", "cerebras", 400, dumps(C_CONTEXT), FailureClass.TOO_LARGE),
+    Case("cerebras 500", "cerebras", 500, "Internal Server Error", FailureClass.TRANSIENT),
     Case(
         "litellm cerebras RPM",
         "cerebras",
         429,
         "litellm.RateLimitError: RateLimitError: CerebrasException - " + dumps(C_RPM),
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         "rpm",
     ),
     Case(
@@ -650,7 +678,7 @@ CEREBRAS_CASES = [
         "cerebras",
         429,
         "litellm.RateLimitError: RateLimitError: CerebrasException - " + dumps(C_RPD),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         33011.38,
         headers={k.upper(): v for k, v in C_DAY_GONE.items()},
@@ -760,18 +788,20 @@ OPENROUTER_CASES = [
         "openrouter",
         429,
         dumps(OR_DAY),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         3600.0,
         True,
     ),
-    Case("openrouter free-models-per-min", "openrouter", 429, dumps(OR_MIN), Kind.RATE_LIMIT, "rpm", 30.0, True),
+    Case(
+        "openrouter free-models-per-min", "openrouter", 429, dumps(OR_MIN), FailureClass.RATE_LIMIT, "rpm", 30.0, True
+    ),
     Case(
         "openrouter per-day, reset only in response headers",
         "openrouter",
         429,
         dumps({"error": {"message": OR_DAY["error"]["message"], "code": 429}}),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         3600.0,
         True,
@@ -786,7 +816,7 @@ OPENROUTER_CASES = [
         "openrouter",
         429,
         dumps({"error": {"message": OR_DAY["error"]["message"], "code": 429}}),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         None,
         True,
@@ -796,19 +826,25 @@ OPENROUTER_CASES = [
         "openrouter",
         429,
         dumps(or_rate("day", NOW - 5, "50")),
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         0.0,
         True,
     ),
-    Case("openrouter upstream busy", "openrouter", 429, dumps(OR_UPSTREAM), Kind.UPSTREAM_BUSY),
-    Case("openrouter provider returned error", "openrouter", 429, dumps(OR_PROVIDER_ERROR_ONLY), Kind.UPSTREAM_BUSY),
+    Case("openrouter upstream busy", "openrouter", 429, dumps(OR_UPSTREAM), FailureClass.UPSTREAM_BUSY),
+    Case(
+        "openrouter provider returned error",
+        "openrouter",
+        429,
+        dumps(OR_PROVIDER_ERROR_ONLY),
+        FailureClass.UPSTREAM_BUSY,
+    ),
     Case(
         "openrouter 429 with only X-RateLimit headers",
         "openrouter",
         429,
         dumps({"error": {"message": "Rate limit exceeded", "code": 429}}),
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         None,
         30.0,
         headers={"X-RateLimit-Reset": str(int(OR_MIN_RESET * MS))},
@@ -818,49 +854,75 @@ OPENROUTER_CASES = [
         "openrouter",
         429,
         dumps({"error": {"message": "Too Many Requests", "code": 429}}),
-        Kind.AMBIGUOUS_429,
+        FailureClass.AMBIGUOUS_429,
     ),
-    Case("openrouter 402 credits", "openrouter", 402, dumps(OR_CREDITS), Kind.PAYMENT),
-    Case("openrouter 402 key limit", "openrouter", 402, dumps(OR_KEY_LIMIT), Kind.PAYMENT),
-    Case("openrouter 402 in-flight budget", "openrouter", 402, dumps(OR_IN_FLIGHT), Kind.TRANSIENT),
-    Case("openrouter 402 no metadata", "openrouter", 402, dumps(OR_402_BARE), Kind.PAYMENT),
-    Case("openrouter 401 user not found", "openrouter", 401, dumps(OR_401), Kind.DEAD_KEY),
-    Case("openrouter 401 no credentials", "openrouter", 401, dumps(OR_401_NO_AUTH), Kind.DEAD_KEY),
-    Case("openrouter 403 moderation", "openrouter", 403, dumps(OR_MODERATION), Kind.CLIENT_ERROR),
+    Case("openrouter 402 credits", "openrouter", 402, dumps(OR_CREDITS), FailureClass.PAYMENT),
+    Case("openrouter 402 key limit", "openrouter", 402, dumps(OR_KEY_LIMIT), FailureClass.PAYMENT),
+    Case("openrouter 402 in-flight budget", "openrouter", 402, dumps(OR_IN_FLIGHT), FailureClass.TRANSIENT),
+    Case("openrouter 402 no metadata", "openrouter", 402, dumps(OR_402_BARE), FailureClass.PAYMENT),
+    Case("openrouter 401 user not found", "openrouter", 401, dumps(OR_401), FailureClass.DEAD_KEY),
+    Case("openrouter 401 no credentials", "openrouter", 401, dumps(OR_401_NO_AUTH), FailureClass.DEAD_KEY),
+    Case("openrouter 403 moderation", "openrouter", 403, dumps(OR_MODERATION), FailureClass.CLIENT_ERROR),
     Case(
         "openrouter 403 other",
         "openrouter",
         403,
         dumps({"error": {"message": "Forbidden", "code": 403}}),
-        Kind.DEAD_KEY,
+        FailureClass.DEAD_KEY,
     ),
-    Case("openrouter context length", "openrouter", 400, dumps(OR_CONTEXT), Kind.TOO_LARGE),
-    Case("openrouter error after HTTP 200", "openrouter", 200, dumps(OR_DAY), Kind.DAILY_QUOTA, "rpd", 3600.0, True),
-    Case("openrouter SSE error chunk", "openrouter", 200, OR_SSE_ERROR, Kind.TRANSIENT),
+    Case("openrouter context length", "openrouter", 400, dumps(OR_CONTEXT), FailureClass.TOO_LARGE),
+    Case(
+        "openrouter error after HTTP 200",
+        "openrouter",
+        200,
+        dumps(OR_DAY),
+        FailureClass.DAILY_QUOTA,
+        "rpd",
+        3600.0,
+        True,
+    ),
+    Case("openrouter SSE error chunk", "openrouter", 200, OR_SSE_ERROR, FailureClass.TRANSIENT),
     Case(
         "openrouter 502",
         "openrouter",
         502,
         dumps({"error": {"message": "Provider returned error", "code": 502}}),
-        Kind.TRANSIENT,
+        FailureClass.TRANSIENT,
     ),
-    Case("openrouter 408", "openrouter", 408, dumps({"error": {"message": "Timed out", "code": 408}}), Kind.TRANSIENT),
-    Case("litellm openrouter per-day", "openrouter", 429, litellm_or(OR_DAY), Kind.DAILY_QUOTA, "rpd", 3600.0, True),
-    Case("litellm openrouter per-min", "openrouter", 429, litellm_or(OR_MIN), Kind.RATE_LIMIT, "rpm", 30.0, True),
-    Case("litellm openrouter upstream", "openrouter", 429, litellm_or(OR_UPSTREAM), Kind.UPSTREAM_BUSY),
+    Case(
+        "openrouter 408",
+        "openrouter",
+        408,
+        dumps({"error": {"message": "Timed out", "code": 408}}),
+        FailureClass.TRANSIENT,
+    ),
+    Case(
+        "litellm openrouter per-day",
+        "openrouter",
+        429,
+        litellm_or(OR_DAY),
+        FailureClass.DAILY_QUOTA,
+        "rpd",
+        3600.0,
+        True,
+    ),
+    Case(
+        "litellm openrouter per-min", "openrouter", 429, litellm_or(OR_MIN), FailureClass.RATE_LIMIT, "rpm", 30.0, True
+    ),
+    Case("litellm openrouter upstream", "openrouter", 429, litellm_or(OR_UPSTREAM), FailureClass.UPSTREAM_BUSY),
     Case(
         "litellm openrouter 402",
         "openrouter",
         402,
         "litellm.APIError: APIError: OpenrouterException - " + dumps(OR_CREDITS),
-        Kind.PAYMENT,
+        FailureClass.PAYMENT,
     ),
     Case(
         "litellm openrouter stream error (python repr)",
         "openrouter",
         429,
         OR_STREAM_REPR,
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         3600.0,
         True,
@@ -870,7 +932,7 @@ OPENROUTER_CASES = [
         "openrouter",
         None,
         OR_STREAM_REPR,
-        Kind.DAILY_QUOTA,
+        FailureClass.DAILY_QUOTA,
         "rpd",
         3600.0,
         True,
@@ -882,15 +944,17 @@ OPENROUTER_CASES = [
 # Generic rules (any provider, and providers keypool does not know)
 
 GENERIC_CASES = [
-    Case("network error", "groq", None, "litellm.APIConnectionError: Connection reset by peer", Kind.TRANSIENT),
-    Case("timeout", "gemini", None, "litellm.Timeout: Connection timed out after 600.0 seconds.", Kind.TRANSIENT),
-    Case("no status no body", "cerebras", None, "", Kind.TRANSIENT),
+    Case("network error", "groq", None, "litellm.APIConnectionError: Connection reset by peer", FailureClass.TRANSIENT),
+    Case(
+        "timeout", "gemini", None, "litellm.Timeout: Connection timed out after 600.0 seconds.", FailureClass.TRANSIENT
+    ),
+    Case("no status no body", "cerebras", None, "", FailureClass.TRANSIENT),
     Case(
         "429 retry-after only",
         "mistral",
         429,
         "Too Many Requests",
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         None,
         17.0,
         headers={"Retry-After": "17"},
@@ -900,23 +964,23 @@ GENERIC_CASES = [
         "cerebras",
         429,
         "",
-        Kind.RATE_LIMIT,
+        FailureClass.RATE_LIMIT,
         None,
         90.0,
         headers={"RETRY-AFTER": "Thu, 09 Oct 2025 08:54:50 GMT"},
     ),
-    Case("429 nothing at all", "mistral", 429, "", Kind.AMBIGUOUS_429),
-    Case("429 text with digits only", "groq", 429, "Too Many Requests 14290 60 3600", Kind.AMBIGUOUS_429),
-    Case("unknown 401", "mistral", 401, "Unauthorized", Kind.DEAD_KEY),
-    Case("unknown 403", "mistral", 403, "", Kind.DEAD_KEY),
-    Case("unknown 400", "mistral", 400, '{"error": {"message": "bad", "code": 400}}', Kind.CLIENT_ERROR),
-    Case("unknown 422", "mistral", 422, "Unprocessable Entity", Kind.CLIENT_ERROR),
-    Case("unknown 413", "mistral", 413, "Payload Too Large", Kind.TOO_LARGE),
-    Case("unknown 500", "mistral", 500, "Internal Server Error", Kind.TRANSIENT),
-    Case("unknown 502", "mistral", 502, "Bad Gateway", Kind.TRANSIENT),
-    Case("unknown 504", "mistral", 504, "Gateway Timeout", Kind.TRANSIENT),
-    Case("unknown 503 overloaded", "mistral", 503, "The server is overloaded", Kind.UPSTREAM_BUSY),
-    Case("status out of range", "groq", 999, "", Kind.TRANSIENT),
+    Case("429 nothing at all", "mistral", 429, "", FailureClass.AMBIGUOUS_429),
+    Case("429 text with digits only", "groq", 429, "Too Many Requests 14290 60 3600", FailureClass.AMBIGUOUS_429),
+    Case("unknown 401", "mistral", 401, "Unauthorized", FailureClass.DEAD_KEY),
+    Case("unknown 403", "mistral", 403, "", FailureClass.DEAD_KEY),
+    Case("unknown 400", "mistral", 400, '{"error": {"message": "bad", "code": 400}}', FailureClass.CLIENT_ERROR),
+    Case("unknown 422", "mistral", 422, "Unprocessable Entity", FailureClass.CLIENT_ERROR),
+    Case("unknown 413", "mistral", 413, "Payload Too Large", FailureClass.TOO_LARGE),
+    Case("unknown 500", "mistral", 500, "Internal Server Error", FailureClass.TRANSIENT),
+    Case("unknown 502", "mistral", 502, "Bad Gateway", FailureClass.TRANSIENT),
+    Case("unknown 504", "mistral", 504, "Gateway Timeout", FailureClass.TRANSIENT),
+    Case("unknown 503 overloaded", "mistral", 503, "The server is overloaded", FailureClass.UPSTREAM_BUSY),
+    Case("status out of range", "groq", 999, "", FailureClass.TRANSIENT),
 ]
 
 ALL_CASES = GEMINI_CASES + GROQ_CASES + CEREBRAS_CASES + OPENROUTER_CASES + GENERIC_CASES
@@ -953,15 +1017,15 @@ def test_reason_names_gemini_quota_id() -> None:
 def test_keys_in_body_never_reach_reason() -> None:
     body = dumps({"error": {"message": "Incorrect API key provided: gsk_abcdef123456", "code": "invalid_api_key"}})
     verdict = classify("groq", 401, {}, body, NOW)
-    assert verdict.kind == Kind.DEAD_KEY
+    assert verdict.kind == FailureClass.DEAD_KEY
     assert "gsk_" not in verdict.reason
 
 
 def test_verdict_is_frozen_plain_data() -> None:
-    verdict = Verdict(Kind.RATE_LIMIT, window="rpm", retry_after=1.0)
+    verdict = Verdict(FailureClass.RATE_LIMIT, window="rpm", retry_after=1.0)
     with pytest.raises(AttributeError):
-        verdict.kind = Kind.DEAD_KEY  # type: ignore[misc]
-    assert Kind.RATE_LIMIT == "rate_limit"
+        verdict.kind = FailureClass.DEAD_KEY  # type: ignore[misc]
+    assert FailureClass.RATE_LIMIT == "rate_limit"
 
 
 def test_header_keys_any_case() -> None:
@@ -1081,7 +1145,7 @@ HEADERS = st.dictionaries(
 @settings(max_examples=300)
 @given(PROVIDERS, NOT_AUTH_STATUS, HEADERS, TEXT_WITH_NUMBERS)
 def test_digits_in_text_never_kill_a_key(provider: str, status: int | None, headers: dict, text: str) -> None:
-    assert _classify(provider, status, headers, text, NOW).kind != Kind.DEAD_KEY
+    assert _classify(provider, status, headers, text, NOW).kind != FailureClass.DEAD_KEY
 
 
 @settings(max_examples=300)
@@ -1101,19 +1165,19 @@ def test_digits_in_a_json_message_never_kill_a_key(
     body = json.dumps({"error": err})
     if prefixed:
         body = "litellm.BadRequestError: GeminiException BadRequestError - " + body
-    assert _classify(provider, status, {}, body, NOW).kind != Kind.DEAD_KEY
+    assert _classify(provider, status, {}, body, NOW).kind != FailureClass.DEAD_KEY
 
 
 @settings(max_examples=200)
 @given(PROVIDERS, TEXT_WITH_NUMBERS)
 def test_digits_never_make_a_429_out_of_a_400(provider: str, text: str) -> None:
     kind = _classify(provider, 400, {}, text, NOW).kind
-    assert kind in (Kind.CLIENT_ERROR, Kind.TOO_LARGE)
+    assert kind in (FailureClass.CLIENT_ERROR, FailureClass.TOO_LARGE)
 
 
 @given(PROVIDERS, TEXT_WITH_NUMBERS)
 def test_no_status_and_no_json_is_transient(provider: str, text: str) -> None:
-    assert _classify(provider, None, {}, text, NOW).kind == Kind.TRANSIENT
+    assert _classify(provider, None, {}, text, NOW).kind == FailureClass.TRANSIENT
 
 
 JSON_VALUES = st.recursive(
@@ -1166,7 +1230,7 @@ JSON_VALUES = st.recursive(
 )
 def test_never_raises(provider: str, status: int | None, headers: dict, body: str, now: float) -> None:
     verdict = _classify(provider, status, headers, body, now)
-    assert isinstance(verdict.kind, Kind)
+    assert isinstance(verdict.kind, FailureClass)
     assert verdict.retry_after is None or verdict.retry_after >= 0
     assert verdict.window in (None, "rpm", "rph", "rpd", "tpm", "tph", "tpd")
 
@@ -1181,13 +1245,13 @@ def test_classify_survives_hostile_inputs() -> None:
         def items(self):  # type: ignore[override]
             raise RuntimeError("boom")
 
-    assert classify("groq", 429, Exploding(), "", NOW).kind == Kind.AMBIGUOUS_429
-    assert classify("groq", 401, None, None, NOW).kind == Kind.DEAD_KEY  # type: ignore[arg-type]
-    assert classify(None, True, {b"retry-after": b"5"}, "x", float("nan")).kind == Kind.TRANSIENT  # type: ignore[arg-type]
-    assert classify("gemini", 429, {}, "[" * 5000 + "{" * 5000, NOW).kind == Kind.AMBIGUOUS_429
+    assert classify("groq", 429, Exploding(), "", NOW).kind == FailureClass.AMBIGUOUS_429
+    assert classify("groq", 401, None, None, NOW).kind == FailureClass.DEAD_KEY  # type: ignore[arg-type]
+    assert classify(None, True, {b"retry-after": b"5"}, "x", float("nan")).kind == FailureClass.TRANSIENT  # type: ignore[arg-type]
+    assert classify("gemini", 429, {}, "[" * 5000 + "{" * 5000, NOW).kind == FailureClass.AMBIGUOUS_429
     # more digits than int() accepts must not reach int() on the unguarded path
     huge = "on tokens per minute (TPM): Limit " + "9" * 6000 + ", Used 1, Requested 2"
-    assert _classify("groq", 429, {}, huge, NOW).kind == Kind.RATE_LIMIT
+    assert _classify("groq", 429, {}, huge, NOW).kind == FailureClass.RATE_LIMIT
 
 
 @pytest.mark.parametrize(
@@ -1203,5 +1267,5 @@ def test_classify_survives_hostile_inputs() -> None:
 )
 def test_hostile_bodies_stay_cheap(body: str) -> None:
     started = time.perf_counter()
-    assert classify("gemini", 429, {}, body, NOW).kind == Kind.AMBIGUOUS_429
+    assert classify("gemini", 429, {}, body, NOW).kind == FailureClass.AMBIGUOUS_429
     assert time.perf_counter() - started < 2.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hooks.keyinfo import KeyInfo
+from hooks.deployment import Deployment
 from hooks.ledger import UsageStore
 from hooks.litellm_adapter import KeypoolHook
 from hooks.providers import HeaderFix, corrections
@@ -46,12 +46,12 @@ def test_other_providers_and_junk_give_nothing() -> None:
     assert corrections("groq", {"x-ratelimit-remaining-requests": "lots"}) == [HeaderFix("rpd", None, None, None)]
 
 
-def hook(tmp_path: Path) -> tuple[KeypoolHook, MemoryBuckets, KeyInfo]:
+def hook(tmp_path: Path) -> tuple[KeypoolHook, MemoryBuckets, Deployment]:
     store = MemoryBuckets()
     ledger = UsageStore(None, tmp_path, "t")
     ledger.close()  # header learning never writes rows
     h = KeypoolHook(store=store, ledger=ledger)
-    info = KeyInfo.from_deployment(deployment(1, limits={"rpd": 100, "tpm": 1000}))
+    info = Deployment.from_deployment(deployment(1, limits={"rpd": 100, "tpm": 1000}))
     assert info is not None
     return h, store, info
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hooks.keyinfo import KeyInfo
+from hooks.deployment import Deployment
 from hooks.restore import Aggregate, ParkEvent, parks_from_events, restores
 from hooks.windows import ResetRule, fixed_period, next_reset, slot_of
 from tests.test_admission import deployment
@@ -12,10 +12,10 @@ from tests.test_admission import deployment
 NOW = 1_800_020_000.0  # 05:33 PST: not on a reset boundary
 
 
-def infos(limits: dict, reset: dict | None = None) -> dict[str, KeyInfo]:
+def infos(limits: dict, reset: dict | None = None) -> dict[str, Deployment]:
     d = deployment(1, limits=limits)
     d["model_info"]["keypool"]["daily_reset"] = reset or {"mode": "rolling"}
-    i = KeyInfo.from_deployment(d)
+    i = Deployment.from_deployment(d)
     assert i is not None
     return {i.deployment_id: i}
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 SUCCESS = "success"
-# Outcomes (hooks/providers/base.py's Kind values, plus "success") that may have been counted against
+# Outcomes (hooks/providers/base.py's FailureClass values, plus "success") that may have been counted against
 # the key's quota by the provider because the request reached it. Deliberately generous (a 429
 # or a 5xx may or may not count upstream): the rate-limit windows must never be looser than the
 # provider. Absent: refusals of the credential or account itself (dead_key, payment,

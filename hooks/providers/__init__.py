@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hooks.providers import cerebras, gemini, groq, openrouter
-from hooks.providers.base import HeaderFix, Kind, Provider, Verdict, build_ctx, generic
+from hooks.providers.base import FailureClass, HeaderFix, Provider, Verdict, build_ctx, generic
 from hooks.providers.errors import extract_error_json
 
-__all__ = ["HeaderFix", "Kind", "Verdict", "classify", "corrections", "extract_error_json"]
+__all__ = ["FailureClass", "HeaderFix", "Verdict", "classify", "corrections", "extract_error_json"]
 
 # Adding a provider: write hooks/providers/<name>.py with `classify` and `corrections`, list it here.
 PROVIDERS: dict[str, Provider] = {
@@ -42,9 +42,9 @@ def _classify(provider: str, status: int | None, headers: Mapping[str, str], bod
     ctx = build_ctx(provider, status, headers, body, now)
     module = PROVIDERS.get(ctx.provider)
     verdict = module.classify(ctx) if module is not None else generic(ctx)
-    if ctx.status is None and verdict.kind in (Kind.AMBIGUOUS_429, Kind.CLIENT_ERROR):
+    if ctx.status is None and verdict.kind in (FailureClass.AMBIGUOUS_429, FailureClass.CLIENT_ERROR):
         # No status and nothing recognisable: a network error or timeout.
-        return Verdict(Kind.TRANSIENT, reason=f"{ctx.provider} no status")
+        return Verdict(FailureClass.TRANSIENT, reason=f"{ctx.provider} no status")
     return verdict
 
 
@@ -59,7 +59,7 @@ def classify(provider: str, status: int | None, headers: Mapping[str, str], body
     try:
         return _classify(provider, status, {}, "", now)
     except Exception:
-        return Verdict(Kind.TRANSIENT, reason="classifier error")
+        return Verdict(FailureClass.TRANSIENT, reason="classifier error")
 
 
 def corrections(provider: str, headers: Mapping[str, str]) -> list[HeaderFix]:

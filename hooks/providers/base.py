@@ -16,7 +16,7 @@ from hooks.providers.durations import find_retry_phrase, parse_duration, parse_r
 from hooks.providers.errors import MAX_TEXT, error_dict, extract_error_json, strings
 
 
-class Kind(StrEnum):
+class FailureClass(StrEnum):
     RATE_LIMIT = "rate_limit"  # per-minute/per-hour window hit; key fine, wait the stated delay
     DAILY_QUOTA = "daily_quota"  # daily quota exhausted: park until the provider's reset
     AMBIGUOUS_429 = "ambiguous_429"  # a 429 that names no window (caller escalates 1 min, 10 min, 1 h)
@@ -31,7 +31,7 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: Kind
+    kind: FailureClass
     window: str | None = None  # "rpm","rph","rpd","tpm","tph","tpd" when known
     retry_after: float | None = None  # seconds from `now` the provider stated; None if unstated
     account_wide: bool = False  # the limit covers the owner's whole account, not one model
@@ -248,40 +248,40 @@ def _too_large_phrase(ctx: Ctx) -> bool:
 def generic_429(ctx: Ctx) -> Verdict:
     stated = stated_delay(ctx)
     if has(ctx, *BUSY_PHRASES):
-        return Verdict(Kind.UPSTREAM_BUSY, retry_after=stated, reason=f"{ctx.provider} 429 busy")
+        return Verdict(FailureClass.UPSTREAM_BUSY, retry_after=stated, reason=f"{ctx.provider} 429 busy")
     if stated is not None:
         # A provider-stated delay without a window name behaves like a per-minute limit.
-        return Verdict(Kind.RATE_LIMIT, retry_after=stated, reason=f"{ctx.provider} 429 stated delay")
-    return Verdict(Kind.AMBIGUOUS_429, reason=f"{ctx.provider} 429 names no window")
+        return Verdict(FailureClass.RATE_LIMIT, retry_after=stated, reason=f"{ctx.provider} 429 stated delay")
+    return Verdict(FailureClass.AMBIGUOUS_429, reason=f"{ctx.provider} 429 names no window")
 
 
 def generic(ctx: Ctx) -> Verdict:
     status = ctx.status
     p = ctx.provider
     if status is None:
-        return Verdict(Kind.TRANSIENT, reason=f"{p} no status")
+        return Verdict(FailureClass.TRANSIENT, reason=f"{p} no status")
     if status == 429:
         return generic_429(ctx)
     if status in (401, 403):
-        return Verdict(Kind.DEAD_KEY, reason=f"{p} http {status}")
+        return Verdict(FailureClass.DEAD_KEY, reason=f"{p} http {status}")
     if status == 402:
-        return Verdict(Kind.PAYMENT, reason=f"{p} http 402")
+        return Verdict(FailureClass.PAYMENT, reason=f"{p} http 402")
     if status == 413:
-        return Verdict(Kind.TOO_LARGE, reason=f"{p} http 413")
+        return Verdict(FailureClass.TOO_LARGE, reason=f"{p} http 413")
     if status == 408:
-        return Verdict(Kind.TRANSIENT, reason=f"{p} http 408")
+        return Verdict(FailureClass.TRANSIENT, reason=f"{p} http 408")
     if status >= 500:
         # 503 "overloaded" is reported as UPSTREAM_BUSY: another key of the same provider and
         # model would meet the same overload, so the caller should move on, not retry here.
         if has(ctx, *BUSY_PHRASES):
-            return Verdict(Kind.UPSTREAM_BUSY, retry_after=retry_after(ctx), reason=f"{p} {status} busy")
-        return Verdict(Kind.TRANSIENT, retry_after=retry_after(ctx), reason=f"{p} http {status}")
+            return Verdict(FailureClass.UPSTREAM_BUSY, retry_after=retry_after(ctx), reason=f"{p} {status} busy")
+        return Verdict(FailureClass.TRANSIENT, retry_after=retry_after(ctx), reason=f"{p} http {status}")
     if status >= 400:
         if _too_large_phrase(ctx):
-            return Verdict(Kind.TOO_LARGE, reason=f"{p} {status} context length")
-        return Verdict(Kind.CLIENT_ERROR, reason=f"{p} http {status}")
+            return Verdict(FailureClass.TOO_LARGE, reason=f"{p} {status} context length")
+        return Verdict(FailureClass.CLIENT_ERROR, reason=f"{p} http {status}")
     # An error that arrived under a 1xx-3xx status (OpenRouter sends some after HTTP 200).
-    return Verdict(Kind.TRANSIENT, reason=f"{p} error under http {status}")
+    return Verdict(FailureClass.TRANSIENT, reason=f"{p} error under http {status}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from hooks import windows
 from hooks.providers.base import (
     BUSY_PHRASES,
     Ctx,
+    FailureClass,
     HeaderFix,
-    Kind,
     Verdict,
     error_code,
     frees_later,
@@ -57,12 +57,12 @@ def _classify_429(ctx: Ctx) -> Verdict:
         delay = candidates[window]
         if delay is None:
             delay = retry_after(ctx)
-        kind = Kind.DAILY_QUOTA if window.endswith("d") else Kind.RATE_LIMIT
+        kind = FailureClass.DAILY_QUOTA if window.endswith("d") else FailureClass.RATE_LIMIT
         code = error_code(ctx)
         label = f"cerebras {code} {window}" if code else f"cerebras {window}"
         return Verdict(kind, window=window, retry_after=delay, reason=_safe_reason(label))
     if error_code(ctx) == "queue_exceeded" or has(ctx, *BUSY_PHRASES):
-        return Verdict(Kind.UPSTREAM_BUSY, retry_after=retry_after(ctx), reason="cerebras busy")
+        return Verdict(FailureClass.UPSTREAM_BUSY, retry_after=retry_after(ctx), reason="cerebras busy")
     return generic_429(ctx)
 
 

@@ -10,8 +10,8 @@ from hooks import windows
 from hooks.providers.base import (
     BUSY_PHRASES,
     Ctx,
+    FailureClass,
     HeaderFix,
-    Kind,
     Verdict,
     generic,
     has,
@@ -105,7 +105,7 @@ def _classify_429(ctx: Ctx) -> Verdict:
     zero = [v for v in violations if str(v.get("quotaValue", "")).strip() == "0"]
     if zero or _LIMIT_ZERO.search(ctx.text):
         quota = safe(zero[0].get("quotaId", "")) if zero else ""
-        return Verdict(Kind.MODEL_UNAVAILABLE, reason=f"gemini limit 0 {quota}".strip())
+        return Verdict(FailureClass.MODEL_UNAVAILABLE, reason=f"gemini limit 0 {quota}".strip())
     # RetryInfo's retryDelay is whole seconds and the message repeats it more precisely:
     # taking the larger never retries early.
     stated = max_delay(_retry_delay(ctx.err), find_retry_phrase(ctx.text))
@@ -116,13 +116,13 @@ def _classify_429(ctx: Ctx) -> Verdict:
         if window.endswith("d"):
             # Gemini sends RetryInfo on a daily quota too, and then the delay means nothing: the
             # quota frees at the Pacific-time midnight, which the caller knows.
-            return Verdict(Kind.DAILY_QUOTA, window=window, reason=reason)
-        return Verdict(Kind.RATE_LIMIT, window=window, retry_after=stated, reason=reason)
+            return Verdict(FailureClass.DAILY_QUOTA, window=window, reason=reason)
+        return Verdict(FailureClass.RATE_LIMIT, window=window, retry_after=stated, reason=reason)
     if has(ctx, *BUSY_PHRASES):
-        return Verdict(Kind.UPSTREAM_BUSY, retry_after=stated, reason="gemini 429 busy")
+        return Verdict(FailureClass.UPSTREAM_BUSY, retry_after=stated, reason="gemini 429 busy")
     # Without a quotaId the window is unknown and RetryInfo is no guide (it comes with daily
     # quotas too), so the delay is passed on as a hint only.
-    return Verdict(Kind.AMBIGUOUS_429, retry_after=stated, reason="gemini 429 without quotaId")
+    return Verdict(FailureClass.AMBIGUOUS_429, retry_after=stated, reason="gemini 429 without quotaId")
 
 
 def classify(ctx: Ctx) -> Verdict:
@@ -130,12 +130,12 @@ def classify(ctx: Ctx) -> Verdict:
     if status in (400, 401, 403):
         dead = _dead(ctx)
         if dead is not None:
-            return Verdict(Kind.DEAD_KEY, reason=dead)
+            return Verdict(FailureClass.DEAD_KEY, reason=dead)
     if status == 429:
         return _classify_429(ctx)
     if status == 403:
         # PERMISSION_DENIED on the Gemini API is about the key or its project, never the prompt.
-        return Verdict(Kind.DEAD_KEY, reason="gemini 403 permission denied")
+        return Verdict(FailureClass.DEAD_KEY, reason="gemini 403 permission denied")
     return generic(ctx)
 
 

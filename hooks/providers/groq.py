@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from hooks import windows
 from hooks.providers.base import (
     Ctx,
+    FailureClass,
     HeaderFix,
-    Kind,
     Verdict,
     error_code,
     generic,
@@ -46,16 +46,16 @@ def _classify_429(ctx: Ctx, window: str | None) -> Verdict:
     if counts is not None and window is not None:
         limit, requested = int(counts.group(1)), int(counts.group(3))
         if limit == 0:
-            return Verdict(Kind.MODEL_UNAVAILABLE, window=window, reason=f"groq limit 0 ({window})")
+            return Verdict(FailureClass.MODEL_UNAVAILABLE, window=window, reason=f"groq limit 0 ({window})")
         if window[0] == "t" and requested > limit:
             # More tokens than the window holds in total: waiting can never make it fit.
-            return Verdict(Kind.TOO_LARGE, window=window, reason=f"groq requested > limit ({window})")
+            return Verdict(FailureClass.TOO_LARGE, window=window, reason=f"groq requested > limit ({window})")
     stated = max_delay(find_retry_phrase(ctx.text), retry_after(ctx))
     if window is not None:
         unit = _HEADER_UNIT.get(window)
         if stated is None and unit is not None:
             stated = header_duration(ctx, f"x-ratelimit-reset-{unit}")
-        kind = Kind.DAILY_QUOTA if window.endswith("d") else Kind.RATE_LIMIT
+        kind = FailureClass.DAILY_QUOTA if window.endswith("d") else FailureClass.RATE_LIMIT
         return Verdict(kind, window=window, retry_after=stated, reason=f"groq {window}")
     # No window in the text: the headers tell which budget ran out.
     remaining_requests = header_number(ctx, "x-ratelimit-remaining-requests")
@@ -63,11 +63,11 @@ def _classify_429(ctx: Ctx, window: str | None) -> Verdict:
     if remaining_requests is not None and remaining_requests <= 0:
         window = _HEADER_WINDOW["requests"]
         delay = max_delay(stated, header_duration(ctx, "x-ratelimit-reset-requests"))
-        return Verdict(Kind.DAILY_QUOTA, window=window, retry_after=delay, reason=f"groq header {window}")
+        return Verdict(FailureClass.DAILY_QUOTA, window=window, retry_after=delay, reason=f"groq header {window}")
     if remaining_tokens is not None and remaining_tokens <= 0:
         window = _HEADER_WINDOW["tokens"]
         delay = max_delay(stated, header_duration(ctx, "x-ratelimit-reset-tokens"))
-        return Verdict(Kind.RATE_LIMIT, window=window, retry_after=delay, reason=f"groq header {window}")
+        return Verdict(FailureClass.RATE_LIMIT, window=window, retry_after=delay, reason=f"groq header {window}")
     return generic_429(ctx)
 
 
@@ -75,15 +75,15 @@ def classify(ctx: Ctx) -> Verdict:
     status = ctx.status
     restricted = error_code(ctx) == "organization_restricted" or has(ctx, "organization has been restricted")
     if restricted and status is not None and 400 <= status < 500 and status not in (401, 403, 413, 429):
-        return Verdict(Kind.DEAD_KEY, reason="groq organization_restricted")
+        return Verdict(FailureClass.DEAD_KEY, reason="groq organization_restricted")
     window = _window(ctx)
     if status == 413 or (status is not None and 400 <= status < 500 and has(ctx, "request too large")):
-        return Verdict(Kind.TOO_LARGE, window=window, reason="groq request too large")
+        return Verdict(FailureClass.TOO_LARGE, window=window, reason="groq request too large")
     if status == 429:
         return _classify_429(ctx, window)
     if status == 498:
         # Groq's flex tier answers 498 when it has no capacity: the provider is busy.
-        return Verdict(Kind.UPSTREAM_BUSY, retry_after=retry_after(ctx), reason="groq 498 capacity")
+        return Verdict(FailureClass.UPSTREAM_BUSY, retry_after=retry_after(ctx), reason="groq 498 capacity")
     return generic(ctx)
 
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 from hooks.providers.base import (
     Ctx,
+    FailureClass,
     HeaderFix,
-    Kind,
     Verdict,
     generic,
     generic_429,
@@ -28,7 +28,7 @@ def _classify_429(ctx: Ctx) -> Verdict:
     reset = max_delay(reset_epoch_delay(ctx), retry_after(ctx))
     if has(ctx, "free-models-per-day"):
         return Verdict(
-            Kind.DAILY_QUOTA,
+            FailureClass.DAILY_QUOTA,
             window="rpd",
             retry_after=reset,
             account_wide=True,
@@ -36,7 +36,7 @@ def _classify_429(ctx: Ctx) -> Verdict:
         )
     if has(ctx, "free-models-per-min"):
         return Verdict(
-            Kind.RATE_LIMIT,
+            FailureClass.RATE_LIMIT,
             window="rpm",
             retry_after=reset,
             account_wide=True,
@@ -50,7 +50,7 @@ def _classify_429(ctx: Ctx) -> Verdict:
         # The upstream model's own limit, relayed by OpenRouter: the account is fine.
         name = meta.get("provider_name")
         label = f"openrouter upstream busy {safe(name, 40)}" if isinstance(name, str) else "openrouter upstream busy"
-        return Verdict(Kind.UPSTREAM_BUSY, retry_after=retry_after(ctx), reason=label.strip())
+        return Verdict(FailureClass.UPSTREAM_BUSY, retry_after=retry_after(ctx), reason=label.strip())
     return generic_429(ctx)
 
 
@@ -62,9 +62,9 @@ def classify(ctx: Ctx) -> Verdict:
     if status == 402 or (status is None and source):
         if source == "openrouter_in_flight_budget" or has(ctx, "openrouter_in_flight_budget"):
             # Money is held for requests still running; it frees when they finish.
-            return Verdict(Kind.TRANSIENT, reason="openrouter 402 openrouter_in_flight_budget")
+            return Verdict(FailureClass.TRANSIENT, reason="openrouter 402 openrouter_in_flight_budget")
         label = source if source in _PAYMENT_SOURCES else "http 402"
-        return Verdict(Kind.PAYMENT, reason=f"openrouter {label}")
+        return Verdict(FailureClass.PAYMENT, reason=f"openrouter {label}")
     if status == 429:
         return _classify_429(ctx)
     # An error delivered inside an HTTP 200 body or SSE chunk: its phrases still count.
@@ -74,7 +74,7 @@ def classify(ctx: Ctx) -> Verdict:
     if status == 403 and (has(ctx, "requires moderation", "flagged") or "flagged_input" in meta):
         # OpenRouter's 403 also means "your input was flagged by moderation": the prompt's
         # fault, not the key's.
-        return Verdict(Kind.CLIENT_ERROR, reason="openrouter 403 moderation")
+        return Verdict(FailureClass.CLIENT_ERROR, reason="openrouter 403 moderation")
     return generic(ctx)
 
 

@@ -12,7 +12,7 @@ from hooks.windows import ResetRule
 
 
 @dataclass(frozen=True)
-class KeyInfo:
+class Deployment:
     deployment_id: str
     group: str
     provider: str
@@ -29,7 +29,7 @@ class KeyInfo:
     bucket: str = field(default="")
 
     @classmethod
-    def from_deployment(cls, deployment: Mapping[str, Any]) -> KeyInfo | None:
+    def from_deployment(cls, deployment: Mapping[str, Any]) -> Deployment | None:
         info = deployment.get("model_info") or {}
         kp = info.get("keypool")
         if not isinstance(kp, Mapping):
