@@ -22,4 +22,4 @@ revalidate: ## re-check dead keys with one minimal request each; bring back thos
 	.venv/bin/python -m scripts.revalidate
 
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports

@@ -7,6 +7,7 @@ bash scripts/services.sh
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/lint-imports
 set +e
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 code=$?
