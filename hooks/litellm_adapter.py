@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import math
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import RouterRateLimitError
 
-from hooks import litellm_data, litellm_patches, logs, restore, settlement, status
+from hooks import litellm_data, litellm_patches, logs, restore, routes, settlement, status
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
 from hooks.deployment import Deployment
 from hooks.failures import PERSISTENT_KINDS, Strikes
@@ -52,11 +53,15 @@ class KeypoolHook(CustomLogger):
     def install_in_proxy(self) -> None:
         """Inside the proxy: tune away LiteLLM's per-request work for features keypool turns off,
         and close the ledger when the proxy shuts down (hooks/litellm_patches.py)."""
-        if "litellm.proxy.proxy_server" not in __import__("sys").modules:
+        server = sys.modules.get("litellm.proxy.proxy_server")
+        if server is None:
             return
         logs.event("litellm_tuning", **litellm_patches.apply())
         if not litellm_patches.close_on_shutdown(self.aclose):
             log.warning("keypool: this LiteLLM has no proxy_shutdown_event; the ledger closes at exit only")
+        app = getattr(server, "app", None)
+        if app is not None:
+            logs.event("routes", paths=routes.install(app, self.settings, self))
 
     async def aclose(self) -> None:
         """Write or journal every pending ledger row (SIGTERM, proxy shutdown)."""

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.fake_upstream import FakeUpstream
-from tests.support import Proxy, key_value, pool_env
+from tests.support import MASTER_KEY, Proxy, key_value, pool_env
 
 pytestmark = pytest.mark.e2e
 
@@ -125,3 +125,16 @@ def test_real_pool_shape_loads_and_serves(upstream: FakeUpstream, tmp_path: Path
             assert resp.choices[0].message.content
     finally:
         proxy.stop()
+
+
+def test_keypool_status_route_needs_the_admin_key_and_shows_the_pool(proxy: Proxy) -> None:
+    url = f"{proxy.url}/keypool/status"
+    assert httpx.get(url, timeout=10).status_code == 401
+    wrong = httpx.get(url, headers={"Authorization": "Bearer sk-not-the-key"}, timeout=10)
+    assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "auth_error"
+    proxy.client().chat.completions.create(model=GROUPS["groq"], messages=[{"role": "user", "content": "hi"}])
+    ok = httpx.get(url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
+    assert ok.status_code == 200
+    group = ok.json()["groups"][GROUPS["groq"]]
+    assert group["keys"] == POOL["groq"]
+    assert key_value("groq", 1, "bundle") not in ok.text
