@@ -1,5 +1,9 @@
 .PHONY: run test setup generate check report revalidate lint
 
+# LiteLLM's bundled cost map: without it every command that imports LiteLLM first tries to fetch
+# the map from the internet (seconds of retries on an offline host).
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
 run:        ## set up, generate the config and start the proxy on :4000 (demo without .env)
 	bash scripts/run.sh
 

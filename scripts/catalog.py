@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from scripts.key_checks import KeyShape
+
 LIMIT_NAMES = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
 SCOPES = ("per_model", "account")
 RESET_MODES = ("midnight", "rolling")
@@ -42,6 +44,7 @@ class ProviderCatalog:
     account_limits: dict[str, int]
     models: tuple[ModelEntry, ...]
     path: Path = field(compare=False)
+    key_shape: KeyShape | None = None
 
     def group(self, model: str) -> str:
         return f"{self.provider}/{model}"
@@ -89,6 +92,17 @@ def _require_str(path: Path, data: dict[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value:
         raise CatalogError(f"{path}: '{key}' is required and must be a non-empty string")
     return value
+
+
+def _key_shape(path: Path, raw: Any) -> KeyShape | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("prefix"), str) or not raw["prefix"]:
+        raise CatalogError(f"{path}: 'key_shape' must be a mapping with a non-empty 'prefix' (and optional 'length')")
+    unknown = set(raw) - {"prefix", "length"}
+    if unknown:
+        raise CatalogError(f"{path}: key_shape: unknown field(s) {', '.join(sorted(unknown))}")
+    return KeyShape(raw["prefix"], _positive_int(path, "key_shape", "length", raw.get("length"), None))
 
 
 def load_provider(path: Path) -> ProviderCatalog:
@@ -154,6 +168,7 @@ def load_provider(path: Path) -> ProviderCatalog:
             )
         )
     return ProviderCatalog(
+        key_shape=_key_shape(path, data.get("key_shape")),
         provider=provider,
         litellm_prefix=prefix,
         api_base=api_base,

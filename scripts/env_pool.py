@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from scripts.key_checks import KeyShape, provider_key
+
 KEY_VAR = re.compile(r"^([A-Z][A-Z0-9]*)_API_KEY_(\d+)$")
 NUM_VAR = re.compile(r"^NUM_([A-Z][A-Z0-9]*)$")
 
@@ -44,7 +46,7 @@ def fingerprint(provider: str, index: int, value: str) -> str:
     return f"{provider}#{index}:{digest}"
 
 
-def read_pools(env: Mapping[str, str], providers: list[str]) -> EnvReport:
+def read_pools(env: Mapping[str, str], providers: list[str], shapes: Mapping[str, KeyShape] | None = None) -> EnvReport:
     """Validate the numbered keys of every provider that has a catalog.
 
     `providers` are the catalog names (lower case). A provider that has keys but no catalog is
@@ -96,6 +98,11 @@ def read_pools(env: Mapping[str, str], providers: list[str]) -> EnvReport:
             if not value:
                 state = "is empty" if var in env else "is missing"
                 report.errors.append(f"{var} {state} ({num_var}={num} expects keys 1..{num})")
+                continue
+            bad, odd = provider_key(var, provider, value, shapes or {})
+            report.warnings.extend(odd)
+            if bad:
+                report.errors.extend(bad)
                 continue
             if value in seen_values:
                 report.errors.append(f"{var} has the same value as {seen_values[value]}")

@@ -27,6 +27,7 @@ from rich.table import Table
 if __package__ in (None, ""):  # run as a file: make `scripts` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scripts import key_checks
 from scripts.catalog import CatalogError, ProviderCatalog, load_aliases, load_catalogs
 from scripts.env_pool import EnvReport, read_pools
 
@@ -45,10 +46,14 @@ MAX_RETRIES = 50
 BAD_REQUEST_RETRIES = 5
 
 
+NO_KEYS = "no keys: set NUM_<PROVIDER> and <PROVIDER>_API_KEY_1..N in .env (see .env.template)"
+
+
 class GenerationError(Exception):
-    def __init__(self, errors: list[str]) -> None:
+    def __init__(self, errors: list[str], warnings: list[str] | None = None) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
+        self.warnings = warnings or []
 
 
 @dataclass
@@ -104,9 +109,15 @@ def build(env: Mapping[str, str], config_dir: Path) -> Generated:
     except CatalogError as exc:
         raise GenerationError([str(exc)]) from exc
 
-    report = read_pools(env, sorted(catalogs))
+    shapes = {p: c.key_shape for p, c in catalogs.items() if c.key_shape is not None}
+    report = read_pools(env, sorted(catalogs), shapes)
+    master = key_checks.master_key(env)
+    report.errors[:0] = master.errors
+    report.warnings[:0] = master.warnings
+    if not any(pool.keys for pool in report.pools.values()):
+        report.errors.append(NO_KEYS)
     if report.errors:
-        raise GenerationError(report.errors)
+        raise GenerationError(report.errors, report.warnings)
 
     model_list: list[dict[str, Any]] = []
     group_sizes: dict[str, int] = {}
@@ -117,8 +128,6 @@ def build(env: Mapping[str, str], config_dir: Path) -> Generated:
             for key in pool.keys:
                 model_list.append(_deployment(cat, model, key, pool.api_base_var))
             group_sizes[cat.group(model.name)] = len(pool.keys)
-    if not model_list:
-        raise GenerationError(["no keys: set NUM_<PROVIDER> and <PROVIDER>_API_KEY_1..N in .env (see .env.template)"])
 
     fallbacks: list[dict[str, list[str]]] = []
     group_alias: dict[str, str] = {}
@@ -230,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     except GenerationError as exc:
         for error in exc.errors:
             console.print(f"[red]error:[/red] {error}", highlight=False)
+        for warning in exc.warnings:
+            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
         console.print(f"[red]{len(exc.errors)} error(s); {args.output} left unchanged[/red]")
         return 2
     if not args.check:

@@ -292,6 +292,20 @@ def _engine(args: argparse.Namespace) -> sa.Engine | None:
     return make_engine(resolved)
 
 
+# Wide enough for every column of the widest table; a terminal's own width wins when there is one.
+PIPED_WIDTH = 160
+
+
+def report_console() -> Console:
+    """A terminal gets its own width; a pipe or file gets a fixed wide one (rich would default to
+    80 columns and cut the key fingerprints) and a hint for machine-readable output."""
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(width=PIPED_WIDTH)
+        Console(stderr=True).print("(not a terminal: tables at 160 columns; --json or --csv for scripts)")
+    return console
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -331,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(_csv_rows(report))
         else:
-            print_report(report, Console())
+            print_report(report, report_console())
         return 0
     finally:
         if engine is not None:

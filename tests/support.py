@@ -72,7 +72,7 @@ def pool_env(
         "openrouter": "/openrouter/api/v1",
         "gemini": "/gemini/v1beta",
     }
-    env: dict[str, str] = {}
+    env: dict[str, str] = {"LITELLM_MASTER_KEY": MASTER_KEY}
     for provider, n in counts.items():
         up = provider.upper()
         env[f"NUM_{up}"] = str(n)

@@ -181,3 +181,20 @@ def test_parse_time() -> None:
     assert usage_report.parse_time("7d", now) == now - timedelta(days=7)
     assert usage_report.parse_time("2026-11-20T00:00:00", now) == datetime(2026, 11, 20, tzinfo=UTC)
     assert usage_report.parse_time("2026-11-20T02:00:00+02:00", now) == datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def test_piped_tables_are_not_cut_to_80_columns_and_say_how_to_get_data(seeded: Ledger, tmp_path: Path) -> None:
+    env_cols = os.environ.pop("COLUMNS", None)
+    try:
+        proc = run_cli("--since", "7d", "--by", "key", "--db", db_url(seeded), cwd=tmp_path)
+    finally:
+        if env_cols is not None:
+            os.environ["COLUMNS"] = env_cols
+    assert proc.returncode == 0, proc.stderr
+    widest = max(len(line) for line in proc.stdout.splitlines())
+    assert 80 < widest <= 160
+    assert "…" not in proc.stdout  # rich's ellipsis: nothing was cut
+    with seeded.engine.connect() as conn:
+        fingerprints = {fp for (fp,) in conn.execute(sa.select(usage_table.c.key_fingerprint).distinct()).all()}
+    assert any(fp in proc.stdout for fp in fingerprints)
+    assert "--json or --csv" in proc.stderr
