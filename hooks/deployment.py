@@ -25,6 +25,8 @@ class Deployment:
     reset: ResetRule
     default_completion_tokens: int
     context_window: int | None
+    capabilities: frozenset[str] = frozenset()
+    max_output_tokens: int | None = None
     # Keys of one owner share this bucket: the provider counts per owner, not per key.
     bucket: str = field(default="")
 
@@ -53,5 +55,7 @@ class Deployment:
             reset=ResetRule.from_dict(kp.get("daily_reset")),
             default_completion_tokens=int(kp.get("default_completion_tokens") or 1024),
             context_window=int(kp["context_window"]) if kp.get("context_window") else None,
+            capabilities=frozenset(str(c) for c in kp.get("capabilities") or ()),
+            max_output_tokens=int(kp["max_output_tokens"]) if kp.get("max_output_tokens") else None,
             bucket=bucket,
         )

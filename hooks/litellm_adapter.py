@@ -27,8 +27,14 @@ from hooks.ledger import UsageStore
 from hooks.logs import log
 from hooks.providers import FailureClass, classify
 from hooks.quota import Store, storage_from_url
+from hooks.request_gate import RequestGate
 from hooks.requests import RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current
+
+
+def _router() -> Any:
+    server = sys.modules.get("litellm.proxy.proxy_server")
+    return getattr(server, "llm_router", None)
 
 
 class KeypoolHook(CustomLogger):
@@ -49,6 +55,7 @@ class KeypoolHook(CustomLogger):
         self._strikes = Strikes()
         self._headers = settlement.HeaderLearning()
         self.counts: Counter[tuple[str, str]] = Counter()
+        self._gate = RequestGate()
 
     def install_in_proxy(self) -> None:
         """Inside the proxy: tune away LiteLLM's per-request work for features keypool turns off,
@@ -140,6 +147,11 @@ class KeypoolHook(CustomLogger):
         d = self._deployments.get(dep)
         return Deployment.from_deployment(d) if d else None
 
+    # ---- request checks ----------------------------------------------------------------
+    async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> None:
+        """Answer a request no group can serve with a 400 before any key is chosen."""
+        self._gate.before_routing(_router(), data, str(getattr(call_type, "value", call_type)))
+
     # ---- admission ---------------------------------------------------------------------
     async def async_filter_deployments(
         self,
@@ -156,6 +168,7 @@ class KeypoolHook(CustomLogger):
             return healthy_deployments
         await self._ensure_started(healthy_deployments)
         kwargs = request_kwargs or {}
+        self._gate.within_chain(model, kwargs)
         now = time.time()
         state = self._requests.open(litellm_data.call_id(kwargs) or f"anon-{id(kwargs)}", now)
         if state.client_error is not None:

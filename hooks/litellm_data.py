@@ -71,3 +71,25 @@ def response_headers(response: Any) -> dict[str, str]:
 def response_cost(kwargs: Mapping[str, Any], response: Any) -> Any:
     hidden = getattr(response, "_hidden_params", None) or {}
     return kwargs.get("response_cost") or hidden.get("response_cost")
+
+
+def router_chain(router: Any, requested: str) -> list[str]:
+    """The model groups a request for `requested` may reach, in order: the group an alias names,
+    then its fallbacks (LiteLLM's `model_group_alias` and `fallbacks` router settings)."""
+    aliases = getattr(router, "model_group_alias", None) or {}
+    target = aliases.get(requested, requested)
+    if isinstance(target, Mapping):
+        target = target.get("model", requested)
+    chain = [str(target)]
+    for entry in getattr(router, "fallbacks", None) or []:
+        if isinstance(entry, Mapping):
+            for name in (requested, target):
+                chain += [str(g) for g in entry.get(name, []) if str(g) not in chain]
+    return chain
+
+
+def first_deployment_per_group(router: Any) -> dict[str, Mapping[str, Any]]:
+    out: dict[str, Mapping[str, Any]] = {}
+    for d in getattr(router, "model_list", None) or []:
+        out.setdefault(str(d.get("model_name")), d)
+    return out

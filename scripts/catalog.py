@@ -32,6 +32,7 @@ class ModelEntry:
     context_window: int | None
     default_completion_tokens: int
     capabilities: tuple[str, ...]
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,13 @@ def load_provider(path: Path) -> ProviderCatalog:
         entry = f"models.{name}"
         if not isinstance(raw, dict):
             raise CatalogError(f"{path}: {entry}: expected a mapping")
-        unknown = set(raw) - {"limits", "context_window", "default_completion_tokens", "capabilities"}
+        unknown = set(raw) - {
+            "limits",
+            "context_window",
+            "default_completion_tokens",
+            "capabilities",
+            "max_output_tokens",
+        }
         if unknown:
             raise CatalogError(f"{path}: {entry}: unknown field(s) {', '.join(sorted(unknown))}")
         limits = _limits(path, entry, raw.get("limits"))
@@ -165,6 +172,7 @@ def load_provider(path: Path) -> ProviderCatalog:
                 )
                 or 1024,
                 capabilities=tuple(caps),
+                max_output_tokens=_positive_int(path, entry, "max_output_tokens", raw.get("max_output_tokens"), None),
             )
         )
     return ProviderCatalog(

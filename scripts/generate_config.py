@@ -95,6 +95,12 @@ def _deployment(cat: ProviderCatalog, model: Any, key: Any, api_base_var: str | 
     }
     if model.context_window:
         keypool["context_window"] = model.context_window
+    # What the model can do travels with it: keypool answers a request the model cannot serve
+    # (tools to a model without them, max_tokens over its output limit) before any upstream call.
+    keypool["capabilities"] = list(model.capabilities)
+    output_limit = model.max_output_tokens or model.context_window
+    if output_limit:
+        keypool["max_output_tokens"] = output_limit
     return {
         "model_name": cat.group(model.name),
         "litellm_params": params,

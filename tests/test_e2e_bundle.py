@@ -138,3 +138,49 @@ def test_keypool_status_route_needs_the_admin_key_and_shows_the_pool(proxy: Prox
     group = ok.json()["groups"][GROUPS["groq"]]
     assert group["keys"] == POOL["groq"]
     assert key_value("groq", 1, "bundle") not in ok.text
+
+
+def upstream_requests(upstream: FakeUpstream) -> int:
+    return sum(v["ok"] + v["429"] + sum(v["errors"].values()) for v in upstream.stats(log=False)["keys"].values())
+
+
+def refused(proxy: Proxy, path: str, body: dict) -> dict:
+    r = httpx.post(f"{proxy.url}{path}", json=body, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
+    assert r.status_code == 400, r.text
+    return r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        ("/v1/chat/completions", {"model": GROUPS["groq"], "messages": []}, "'messages' must be a non-empty list"),
+        ("/v1/chat/completions", {"model": GROUPS["groq"], "messages": [{"content": "x"}]}, "messages[0].role"),
+        (
+            "/v1/chat/completions",
+            {"model": GROUPS["groq"], "messages": [{"role": "user", "content": "x"}], "max_tokens": 10_000_000},
+            "exceeds groq/llama-3.3-70b-versatile's output limit of 32768 tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "llama-3.3-70b", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10_000_000},
+            "no model behind 'llama-3.3-70b' can serve this request",
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": GROUPS["openrouter"],
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            },
+            "does not support tools",
+        ),
+        ("/v1/embeddings", {"model": GROUPS["gemini"], "input": "x"}, "serves chat, not embeddings"),
+    ],
+)
+def test_requests_no_group_can_serve_get_400_without_an_upstream_call(
+    proxy: Proxy, upstream: FakeUpstream, path: str, body: dict, says: str
+) -> None:
+    before = upstream_requests(upstream)
+    error = refused(proxy, path, body)
+    assert says in error["message"] and error["type"] == "invalid_request_error"
+    assert upstream_requests(upstream) == before
