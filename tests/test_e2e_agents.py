@@ -144,6 +144,30 @@ def test_json_mode(proxy: Proxy, upstream: FakeUpstream, provider: str, stream: 
     assert replies == ["json", "tool_call" if provider == "groq" else "json"]
 
 
+# LiteLLM serves /v1/responses on top of these providers' chat completions, keypool's hooks and
+# all. For OpenRouter it calls OpenRouter's own Responses API instead, which the fake does not imitate.
+@pytest.mark.parametrize("provider", ["cerebras", "gemini", "groq"])
+def test_responses_api_runs_a_tool_exchange(proxy: Proxy, upstream: FakeUpstream, provider: str) -> None:
+    client, model = proxy.client(), GROUPS[provider]
+    before = len(seen(upstream))
+    tools: list[Any] = [{"type": "function", **TOOLS[0]["function"]}]
+    first = client.responses.create(model=model, input="What is the weather in Paris?", tools=tools)
+    (call,) = first.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Paris", "unit": "celsius"}
+    history: list[Any] = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "21 C and sunny"},
+    ]
+    final = client.responses.create(model=model, input=history, tools=tools)
+    assert final.output_text == "get_weather says: 21 C and sunny"
+    assert [(r["provider"], r["reply"]) for r in seen(upstream)[before:]] == [
+        (provider, "tool_call"),
+        (provider, "tool_result"),
+    ]
+
+
 def test_tool_choice_none_gets_text(proxy: Proxy, upstream: FakeUpstream) -> None:
     resp = proxy.client().chat.completions.create(model=GROUPS["gemini"], messages=ASK, tools=TOOLS, tool_choice="none")
     assert resp.choices[0].message.content == "This is a deterministic reply from the fake"
