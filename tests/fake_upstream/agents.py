@@ -20,7 +20,8 @@ Wire formats, from the providers' public docs (read 2025-2026):
   `id`, `type: "function"`, `function.name` and `function.arguments` (a JSON string),
   `finish_reason: "tool_calls"`; streamed as `delta.tool_calls[]` with an `index`, the id and name
   first, the arguments in fragments after. Cerebras (inference-docs.cerebras.ai, "Tool use") and
-  OpenRouter (openrouter.ai/docs, "Tool & function calling") document the same format.
+  OpenRouter (openrouter.ai/docs, "Tool & function calling") document OpenAI's format; how they
+  cut a streamed call is not documented, so the fake cuts it as OpenAI does.
 - Groq (console.groq.com/docs/tool-use) streams each tool call whole, arguments included, in one
   delta (said by a Groq engineer in github.com/vercel/ai pull 1653, 2024-06-02).
 - Gemini (ai.google.dev/gemini-api/docs/function-calling and /structured-output): a
@@ -34,8 +35,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+# What the fake's request log calls each reply ("text" for the ordinary one).
+ReplyKind = Literal["tool_call", "tool_result", "json"]
 MAX_DEPTH = 8  # recursive schemas ($ref to itself) stop here
 # Values for string fields, by a word in the field's name; the first match wins.
 _NAMED_STRINGS: tuple[tuple[str, str], ...] = (
@@ -75,7 +78,7 @@ class ToolCall:
 class AgentReply:
     """A reply that is not the fake's ordinary text: a tool call, or text decided here."""
 
-    kind: str  # "tool_call" | "tool_result" (final text after a tool result) | "json"
+    kind: ReplyKind  # tool_result: the final text after a tool result
     call: ToolCall | None = None
     text: str = ""
 
