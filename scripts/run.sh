@@ -18,9 +18,20 @@ if [ ! -f "$ENV_FILE" ]; then
  keypool DEMO MODE: no $missing found.
  Serving demo keys against a local FAKE upstream on 127.0.0.1:$UPSTREAM_PORT
  (no real provider is called). To use your keys: cp .env.template .env, edit, rerun.
- Try:  curl http://127.0.0.1:$PORT/v1/chat/completions \\
-         -H 'Authorization: Bearer sk-keypool-demo' -H 'Content-Type: application/json' \\
-         -d '{"model": "llama-3.3-70b", "messages": [{"role": "user", "content": "hi"}]}'
+ A chat:
+   curl http://127.0.0.1:$PORT/v1/chat/completions \\
+     -H 'Authorization: Bearer sk-keypool-demo' -H 'Content-Type: application/json' \\
+     -d '{"model": "llama-3.3-70b", "messages": [{"role": "user", "content": "hi"}]}'
+ A tool call, as agents send it (the model answers with a call of get_weather):
+   curl http://127.0.0.1:$PORT/v1/chat/completions \\
+     -H 'Authorization: Bearer sk-keypool-demo' -H 'Content-Type: application/json' \\
+     -d '{"model": "llama-3.3-70b",
+          "messages": [{"role": "user", "content": "Weather in Paris?"}],
+          "tools": [{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "required": ["city"],
+              "properties": {"city": {"type": "string"}}}}}]}'
+ A whole agent loop (tool call, the tool's result, the answer):
+   .venv/bin/python -m scripts.demo_agent --url http://127.0.0.1:$PORT/v1
 ================================================================================
 BANNER
   .venv/bin/python -m tests.fake_upstream --host 127.0.0.1 --port "$UPSTREAM_PORT" &

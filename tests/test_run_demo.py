@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -47,6 +48,13 @@ def test_run_without_env_starts_an_announced_demo_that_serves(tmp_path: Path) ->
         assert resp.choices[0].message.content
         output = (tmp_path / "run.log").read_text()
         assert "keypool DEMO MODE" in output and "FAKE upstream" in output
+        # The banner's examples work as pasted: a chat, a tool call, a whole agent loop.
+        chat, tool_call, agent = (paste(command) for command in banner_commands(output))
+        assert json.loads(chat)["choices"][0]["message"]["content"]
+        (call,) = json.loads(tool_call)["choices"][0]["message"]["tool_calls"]
+        assert call["function"]["name"] == "get_weather"
+        assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+        assert agent.splitlines()[-1] == "answer: get_weather says: 21 C and sunny in Paris"
     finally:
         proc.send_signal(signal.SIGTERM)  # as a service manager would: only the script is told
         try:
@@ -57,6 +65,25 @@ def test_run_without_env_starts_an_announced_demo_that_serves(tmp_path: Path) ->
     for p in (port, upstream_port):  # the script waited for everything it started
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{p}/", timeout=1)
+
+
+def banner_commands(output: str) -> list[str]:
+    """The commands the demo banner shows, as printed: each indented block under a heading line."""
+    banner = output.split("=" * 80)[1]
+    blocks: list[list[str]] = []
+    for line in banner.splitlines():
+        if line.startswith("   "):
+            blocks[-1].append(line)
+        elif line.strip():
+            blocks.append([])
+    return ["\n".join(block) for block in blocks if block]
+
+
+def paste(command: str) -> str:
+    """Run a banner command as a newcomer pasting it into a shell at the repository root would."""
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
 
 
 def test_committed_config_is_the_demo_generation() -> None:

@@ -13,6 +13,9 @@ Tokens charged per request: prompt (len of all message text // 4 + 1) + completi
 Gemini counts input tokens only (its TPM quota is on input); Cerebras reserves prompt + max_tokens
 when max_tokens is given, as the real one does.
 
+Requests that offer tools or ask for JSON get a tool call, a final answer quoting the tool result,
+or JSON, in each provider's format: tests/fake_upstream/agents.py decides and builds those replies.
+
 Admin API (JSON):
   POST /_admin/reset       forget counters, keys, limits, stats
   POST /_admin/configure   merge {"limits": {provider: {model|"*": {window: n|null}}},
@@ -40,6 +43,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fake_upstream import agents
 
 PROVIDERS: tuple[str, ...] = ("groq", "cerebras", "openrouter", "gemini")
 WINDOWS: tuple[str, ...] = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
@@ -181,6 +186,7 @@ class ChatRequest:
     completion_tokens: int
     max_tokens: int | None
     text: str
+    agent: agents.AgentReply | None = None  # a tool call or JSON reply instead of the plain text
 
 
 class State:
@@ -324,6 +330,7 @@ class State:
                     "stream": req.stream,
                     "prompt_tokens": req.prompt_tokens,
                     "completion_tokens": completion_tokens,
+                    "reply": req.agent.kind if req.agent is not None else "text",
                 }
             )
 
@@ -358,7 +365,7 @@ def _parse_openai(provider: str, body: dict[str, Any], key: str) -> ChatRequest:
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
-    return ChatRequest(
+    req = ChatRequest(
         provider=provider,
         model=str(body.get("model") or ""),
         key=key,
@@ -368,6 +375,7 @@ def _parse_openai(provider: str, body: dict[str, Any], key: str) -> ChatRequest:
         max_tokens=None if max_tokens is None else int(max_tokens),
         text=text,
     )
+    return _with_agent(req, body, agents.plan_openai)
 
 
 def _parse_gemini(model: str, body: dict[str, Any], key: str, stream: bool) -> ChatRequest:
@@ -382,7 +390,7 @@ def _parse_gemini(model: str, body: dict[str, Any], key: str, stream: bool) -> C
     # Google's JSON parser takes both camelCase and snake_case field names; LiteLLM sends snake_case.
     config = body.get("generationConfig") or body.get("generation_config") or {}
     max_tokens = config.get("maxOutputTokens", config.get("max_output_tokens"))
-    return ChatRequest(
+    req = ChatRequest(
         provider="gemini",
         model=model,
         key=key,
@@ -392,6 +400,18 @@ def _parse_gemini(model: str, body: dict[str, Any], key: str, stream: bool) -> C
         max_tokens=None if max_tokens is None else int(max_tokens),
         text=text,
     )
+    return _with_agent(req, body, agents.plan_gemini)
+
+
+def _with_agent(
+    req: ChatRequest, body: dict[str, Any], plan: Callable[[dict[str, Any], str], agents.AgentReply | None]
+) -> ChatRequest:
+    """Tools and JSON mode (tests/fake_upstream/agents.py): the reply and the tokens it costs."""
+    req.prompt_tokens += agents.prompt_chars(body) // 4
+    req.agent = plan(body, " ".join(_reply_text(req.completion_tokens)))
+    if req.agent is not None:
+        req.completion_tokens = req.agent.completion_tokens
+    return req
 
 
 def _bearer(request: Request) -> str:
@@ -795,6 +815,8 @@ class Upstream:
 
     @staticmethod
     def _finish_reason(req: ChatRequest) -> str:
+        if req.agent is not None:
+            return req.agent.finish_reason
         return "length" if req.max_tokens is not None and req.max_tokens <= req.completion_tokens else "stop"
 
     @staticmethod
@@ -820,6 +842,8 @@ class Upstream:
     def _openai_body(self, req: ChatRequest) -> dict[str, Any]:
         prefix = "gen-" if req.provider == "openrouter" else "chatcmpl-"
         message: dict[str, Any] = {"role": "assistant", "content": " ".join(_reply_text(req.completion_tokens))}
+        if req.agent is not None:
+            message = agents.openai_message(req.agent, "call_" + _short_id())
         body: dict[str, Any] = {
             "id": prefix + _short_id(),
             "object": "chat.completion",
@@ -857,6 +881,8 @@ class Upstream:
         # fake's streaming throughput by half and SSE parsers do not care how events are framed.
         words = _reply_text(req.completion_tokens)
         rest = [chunk({"content": word if i == 0 else " " + word}, None) for i, word in enumerate(words)]
+        if req.agent is not None:
+            rest = [chunk(d, None) for d in agents.openai_deltas(req.provider, req.agent, "call_" + _short_id())]
         rest.append(chunk({}, self._finish_reason(req), final=True))
         rest.append(b"data: [DONE]\n\n")
         yield b"".join(rest)
@@ -876,7 +902,7 @@ class Upstream:
         return {
             "candidates": [
                 {
-                    "content": {"parts": [{"text": " ".join(_reply_text(req.completion_tokens))}], "role": "model"},
+                    "content": {"parts": self._gemini_parts(req), "role": "model"},
                     "finishReason": self._gemini_finish(req),
                     "index": 0,
                 }
@@ -886,17 +912,22 @@ class Upstream:
             "responseId": _short_id(),
         }
 
+    def _gemini_parts(self, req: ChatRequest) -> list[dict[str, Any]]:
+        if req.agent is not None:
+            return agents.gemini_parts(req.agent)
+        return [{"text": " ".join(_reply_text(req.completion_tokens))}]
+
     async def _gemini_stream(self, req: ChatRequest) -> AsyncIterator[bytes]:
         words = _reply_text(req.completion_tokens)
         response_id = _short_id()
         # Gemini streams a few words per event and repeats usageMetadata (cumulative) on each.
         groups = [words[i : i + 3] for i in range(0, len(words), 3)] or [[]]
-        sent = 0
-        for n, group in enumerate(groups):
-            sent += len(group)
-            last = n == len(groups) - 1
-            text = (" " if n else "") + " ".join(group)
-            candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        events = [([{"text": (" " if n else "") + " ".join(g)}], 3 * n + len(g)) for n, g in enumerate(groups)]
+        if req.agent is not None:
+            events = agents.gemini_events(req.agent)
+        for n, (parts, sent) in enumerate(events):
+            last = n == len(events) - 1
+            candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
             if last:
                 candidate["finishReason"] = self._gemini_finish(req)
             event = {
