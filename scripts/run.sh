@@ -65,7 +65,9 @@ cleanup() {
   wait 2>/dev/null || true  # leave only once the proxy has flushed and exited
 }
 trap cleanup EXIT
-trap 'exit 143' INT TERM
+# A stop asked for (Ctrl-C, SIGTERM from a service manager) is a normal end: exit 0, so `make run`
+# does not report "Error 143". A proxy that dies on its own still passes its code on below.
+trap 'exit 0' INT TERM
 .venv/bin/litellm --config litellm_config.yaml --host "$HOST" --port "$PORT" &
 proxy_pid=$!
 wait $proxy_pid

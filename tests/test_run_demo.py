@@ -62,6 +62,7 @@ def test_run_without_env_starts_an_announced_demo_that_serves(tmp_path: Path) ->
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, "a normal stop exits 0 (no 'make: *** Error 143')"
     for p in (port, upstream_port):  # the script waited for everything it started
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{p}/", timeout=1)
