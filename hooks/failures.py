@@ -30,7 +30,6 @@ BREAKER_MAX = 600.0
 # Refusals that name no key (an edge page, a systemic event) park for at most this long, so the
 # pool finds out within two minutes that their cause has gone. KEYPOOL_PROBE_PARK_MAX.
 PROBE_PARK_MAX = 60.0
-PROBE_PARK_LIMIT = 120.0
 # An upstream's own limit on one model (OpenRouter "temporarily rate-limited upstream"): every
 # key would meet it, so the model pauses briefly instead of each request walking every key.
 UPSTREAM_LIMIT_PARK = 10.0

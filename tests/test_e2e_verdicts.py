@@ -56,6 +56,7 @@ def proxy(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     # Two Groq organisations with two keys each: a 413 is about the organisation's window.
     owners = {"groq": {1: "orgA", 2: "orgA", 3: "orgB", 4: "orgB"}}
+    upstream.configure(keys={key_value("groq", i, PREFIX): {"owner": org} for i, org in owners["groq"].items()})
     env = pool_env(upstream.url, {"gemini": 4, "groq": 4, "openrouter": 1}, owners=owners, prefix=PREFIX)
     with Proxy(root, env, cdir, extra_env={"KEYPOOL_PROBE_PARK_MAX": str(PROBE_PARK_MAX)}) as p:
         yield p
