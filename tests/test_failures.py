@@ -228,3 +228,13 @@ def test_one_verdict_alone_is_never_systemic(keys: int, kinds: list[str]) -> Non
 def test_where_the_request_goes_next(verdict: Verdict, step: Next, every_group: bool) -> None:
     assert next_step(verdict) == step
     assert holds_for_every_group(verdict) == every_group
+
+
+def test_the_probe_park_cap_is_read_once_and_refused_when_it_cannot_hold_its_promise() -> None:
+    from hooks.settings import Settings
+
+    assert Settings.from_env({}).probe_park_max == 60.0
+    assert Settings.from_env({"KEYPOOL_PROBE_PARK_MAX": " 2.5 "}).probe_park_max == 2.5
+    for bad in ("0", "-1", "121", "soon", "nan"):
+        with pytest.raises(ValueError, match="KEYPOOL_PROBE_PARK_MAX"):
+            Settings.from_env({"KEYPOOL_PROBE_PARK_MAX": bad})
