@@ -238,3 +238,11 @@ def test_the_probe_park_cap_is_read_once_and_refused_when_it_cannot_hold_its_pro
     for bad in ("0", "-1", "121", "soon", "nan"):
         with pytest.raises(ValueError, match="KEYPOOL_PROBE_PARK_MAX"):
             Settings.from_env({"KEYPOOL_PROBE_PARK_MAX": bad})
+
+
+def test_every_failure_class_says_whether_the_provider_may_have_counted_it() -> None:
+    from hooks.ledger import QUOTA_OUTCOMES, SUCCESS
+
+    # Refusals of the credential, and pages of an edge in front of the provider, never reached a model.
+    never_counted = {"dead_key", "payment", "model_unavailable", "systemic", "blocked"}
+    assert {k.value for k in FailureClass} == (QUOTA_OUTCOMES - {SUCCESS}) | never_counted
