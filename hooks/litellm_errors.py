@@ -40,7 +40,7 @@ def too_large(found: TooLarge) -> Exception:
     )
 
 
-def answer(exc: BaseException, verdict: Verdict, provider: str, group: str) -> BaseException:
+def answer(exc: Exception, verdict: Verdict, provider: str, group: str) -> Exception:
     """What the client gets for a refusal that is not the key's (hooks/failures.py `next_step`)."""
     kind = verdict.kind
     if kind == FailureClass.TOO_LARGE and verdict.window is not None:

@@ -21,22 +21,22 @@ def after_failure(
     state: RequestState,
     verdict: Verdict,
     info: Deployment,
-    exc: BaseException,
-    answer: Callable[[], BaseException],
+    exc: Exception,
+    answer: Callable[[], Exception],
 ) -> None:
     """Record on the request what its next attempts do: `answer()` builds the client's answer."""
     step = next_step(verdict)
     if step == Next.ANOTHER_KEY:
         return
     if verdict.kind == FailureClass.CLIENT_ERROR:
-        state.client_error = exc  # type: ignore[assignment]
+        state.client_error = exc
         return
     current = state.refusal
     if current is not None and current.final and current.covers(info.group):
         current.answer = answer()  # the one more key refused as well: answer with its words
         return
     group = None if holds_for_every_group(verdict) else info.group
-    state.refusal = Refusal(answer(), group, {info.owner}, final=step == Next.ANSWER)  # type: ignore[arg-type]
+    state.refusal = Refusal(answer(), group, {info.owner}, final=step == Next.ANSWER)
 
 
 def provider_keys(infos: Iterable[Deployment], provider: str) -> dict[str, Deployment]:
