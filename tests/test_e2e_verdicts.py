@@ -149,8 +149,8 @@ def test_an_edge_block_on_every_key_parks_nothing_for_good_and_the_pool_recovers
             break
         assert time.monotonic() < deadline, f"still refused 30 s after the block lifted: {result}"
         time.sleep(0.2)
-    # Served within the park cap (plus the cost of the requests themselves), not 2 minutes.
-    assert time.monotonic() - lifted <= PROBE_PARK_MAX + 5.0
+    # Served within the park cap (plus the cost of the requests on a busy machine), not 2 minutes.
+    assert time.monotonic() - lifted <= PROBE_PARK_MAX + 10.0
     served = [chat(proxy, GROQ_EDGE) for _ in range(8)]
     assert all(not isinstance(r, Exception) for r in served), served
     persisted = Path(proxy.workdir, "data", "parks.json")
