@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from hooks import scopes
+from hooks import scopes, windows
 from hooks.deployment import Deployment
 from hooks.quota import INF, Admission, Counters, plan
 
@@ -37,9 +37,31 @@ class NoCapacity(Exception):
         self.too_large = too_large
 
 
+@dataclass(frozen=True)
+class TooLarge:
+    """A request no key of the group can ever take: its estimate exceeds a token window."""
+
+    group: str
+    tokens: int  # the request's estimate: prompt + completion ceiling
+    room: int  # the largest such window any key of the group has
+    window: str  # its name ("tpm", ...)
+
+
+def _token_room(info: Deployment) -> tuple[float, str]:
+    """The smallest token window of a key: the most tokens one request may ever take."""
+    return min(((float(v), w) for w, v in info.limits.items() if windows.is_tokens(w)), default=(INF, ""))
+
+
 class GroupIndex:
     def __init__(self, infos: Iterable[Deployment], rng: random.Random | None = None) -> None:
         self.infos: dict[str, Deployment] = {i.deployment_id: i for i in infos}
+        # Per default completion ceiling, the largest room any key has: what `never_fits`
+        # compares a request with, without a store call or a scan of the keys.
+        self.rooms: dict[int, tuple[float, str]] = {}
+        for info in self.infos.values():
+            room, best = _token_room(info), self.rooms.get(info.default_completion_tokens)
+            if best is None or room[0] > best[0]:
+                self.rooms[info.default_completion_tokens] = room
         self._rng = rng or random.Random()
         self._ready: list[str] = list(self.infos)
         self._pos: dict[str, int] = {d: n for n, d in enumerate(self._ready)}
@@ -67,6 +89,12 @@ class GroupIndex:
             self._remove_ready(dep)
         self._wake_at[dep] = until
         heapq.heappush(self._sleeping, (until, dep))
+
+    def sleep_all(self, until: float) -> None:
+        """Every deployment of the group waits until `until` (a park on the whole model)."""
+        for dep in list(self.infos):
+            if self._wake_at.get(dep, 0.0) < until:
+                self.sleep(dep, until)
 
     def wake(self, now: float) -> None:
         while self._sleeping and self._sleeping[0][0] <= now:
@@ -100,8 +128,30 @@ class GroupIndex:
 def estimate_tokens(prompt_tokens: int, max_tokens: int | None, info: Deployment) -> int:
     """Tokens to reserve: the prompt plus the completion ceiling. Providers such as Cerebras
     reserve input + max_completion_tokens up front, so the ceiling is what they count."""
-    completion = max_tokens if max_tokens and max_tokens > 0 else info.default_completion_tokens
+    return _estimate(prompt_tokens, max_tokens, info.default_completion_tokens)
+
+
+def _estimate(prompt_tokens: int, max_tokens: int | None, default_completion: int) -> int:
+    completion = max_tokens if max_tokens and max_tokens > 0 else default_completion
     return max(1, prompt_tokens) + completion
+
+
+def never_fits(index: GroupIndex, group: str, prompt_tokens: int, max_tokens: int | None) -> TooLarge | None:
+    """The request's estimate exceeds a token window of every key in the group, so no wait can
+    make it fit: the catalog says so before any store call. None when some key could take it."""
+    worst: TooLarge | None = None
+    for default, (room, window) in index.rooms.items():
+        tokens = _estimate(prompt_tokens, max_tokens, default)
+        if tokens <= room:
+            return None
+        if worst is None or room > worst.room:
+            worst = TooLarge(group, tokens, int(room), window)
+    return worst
+
+
+def other_owners(index: GroupIndex, allowed: set[str] | None, owners: set[str]) -> set[str]:
+    """The deployments (of those allowed) whose owner is not in `owners`."""
+    return {d for d, i in index.infos.items() if i.owner not in owners and (allowed is None or d in allowed)}
 
 
 async def choose(

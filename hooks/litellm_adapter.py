@@ -19,13 +19,24 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import RouterRateLimitError
 
-from hooks import litellm_data, litellm_patches, logs, restore, routes, settlement, status
-from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
+from hooks import (
+    litellm_data,
+    litellm_errors,
+    litellm_patches,
+    logs,
+    refusals,
+    restore,
+    routes,
+    scopes,
+    settlement,
+    status,
+)
+from hooks.admission import GroupIndex, NoCapacity, choose, infos_of, never_fits, other_owners
 from hooks.deployment import Deployment
-from hooks.failures import PERSISTENT_KINDS, Strikes
+from hooks.failures import KEY_VERDICTS, PERSISTENT_KINDS, Strikes, SystemicGuard
 from hooks.ledger import UsageStore
 from hooks.logs import log
-from hooks.providers import FailureClass, classify
+from hooks.providers import classify
 from hooks.quota import Store, storage_from_url
 from hooks.request_gate import RequestGate
 from hooks.requests import RequestTracker, Reservation, usage_row
@@ -52,7 +63,8 @@ class KeypoolHook(CustomLogger):
         self.indexes: dict[str, GroupIndex] = {}
         self._deployments: dict[str, dict[str, Any]] = {}
         self._requests = RequestTracker()
-        self._strikes = Strikes()
+        self._strikes = Strikes(probe_cap=self.settings.probe_park_max)
+        self._guard = SystemicGuard()
         self._headers = settlement.HeaderLearning()
         self.counts: Counter[tuple[str, str]] = Counter()
         self._gate = RequestGate()
@@ -143,6 +155,9 @@ class KeypoolHook(CustomLogger):
                 self._deployments[d["model_info"]["id"]] = d
         return index
 
+    def _pool(self) -> list[Deployment]:
+        return infos_of(self._all_deployments(list(self._deployments.values())))
+
     def _info(self, dep: str) -> Deployment | None:
         d = self._deployments.get(dep)
         return Deployment.from_deployment(d) if d else None
@@ -176,29 +191,44 @@ class KeypoolHook(CustomLogger):
             # LiteLLM formats the traceback of whatever this raises; without the original
             # (deep, growing with every re-raise) traceback and context that costs ~1 ms, not ~20.
             raise state.client_error.with_traceback(None) from None
+        refusal = state.refusal if state.refusal is not None and state.refusal.covers(model) else None
+        if refusal is not None and refusal.final:
+            raise refusal.answer.with_traceback(None) from None
         if state.prompt_tokens is None:
             state.prompt_tokens = self._count_prompt(healthy_deployments[0], messages)
+        max_tokens = litellm_data.max_tokens(kwargs)
+        too_large = never_fits(index, model, state.prompt_tokens, max_tokens)
+        if too_large is not None:
+            self.counts[(model, "too_large_413")] += 1
+            raise litellm_errors.too_large(too_large) from None
         allowed = None
         if len(healthy_deployments) != len(index.infos):
             allowed = {d["model_info"]["id"] for d in healthy_deployments}
+        if refusal is not None:  # its one more key: another owner's
+            allowed = other_owners(index, allowed, refusal.owners)
         try:
             choice = await choose(
                 index,
                 self.store,
                 model,
                 state.prompt_tokens,
-                litellm_data.max_tokens(kwargs),
+                max_tokens,
                 now,
                 exclude=state.tried,
                 allowed=allowed,
                 recheck_cap=1.0 if self.shared else math.inf,
             )
         except NoCapacity as exc:
+            if refusal is not None:
+                refusal.final = True
+                raise refusal.answer.with_traceback(None) from None
             self.counts[(model, "pool_429")] += 1
             if state.last_error is not None and not math.isfinite(exc.wake_at):
                 # Every key left was tried for this request and failed: say what failed.
                 raise state.last_error.with_traceback(None) from None
             raise self._refusal(model, exc, now) from None
+        if refusal is not None:
+            refusal.final = True
         dep = choice.info.deployment_id
         state.tried.add(dep)
         state.attempts += 1
@@ -208,10 +238,11 @@ class KeypoolHook(CustomLogger):
     @staticmethod
     def _refusal(model: str, exc: NoCapacity, now: float) -> Exception:
         if exc.too_large:
-            return litellm.BadRequestError(
-                message=f"keypool: the request's token estimate exceeds a token window of every key in {model}",
-                model=model,
-                llm_provider="keypool",
+            return litellm_errors.status_error(
+                413,
+                f"keypool: the request's token estimate exceeds a token window of every key in {model}",
+                "keypool",
+                model,
             )
         if not math.isfinite(exc.wake_at):
             return litellm.ServiceUnavailableError(
@@ -310,15 +341,26 @@ class KeypoolHook(CustomLogger):
         status = litellm_data.error_status(exc)
         headers = litellm_data.error_headers(exc)
         verdict = classify(info.provider, status, headers, litellm_data.error_text(exc), now)
+        keys = refusals.provider_keys(self._pool(), info.provider) if verdict.kind.value in KEY_VERDICTS else {}
+        review = self._guard.review(verdict, info.provider, info.fingerprint, len(keys), now)
+        verdict = review.verdict
         if res is not None:
             self._record(res, call_id, verdict.kind.value, status, ended=now)
         if state is not None:
             state.last_error = exc
-            if verdict.kind in (FailureClass.CLIENT_ERROR, FailureClass.TOO_LARGE):
-                state.client_error = exc
-        parks = self._strikes.parks(verdict, info, now)
+            refusals.after_failure(
+                state, verdict, info, exc, lambda: litellm_errors.answer(exc, verdict, info.provider, info.group)
+            )
+        parks = self._strikes.parks(verdict, info, now, started=res.at if res is not None else None)
         for park in parks:
             await self.store.park(park.scope, park.until, park.reason)
+            if park.scope.startswith(scopes.MODEL) and info.group in self.indexes:
+                self.indexes[info.group].sleep_all(park.until)
+        if review.started:
+            cap = self.settings.probe_park_max
+            await refusals.systemic_event(
+                self.store, self.ledger, self.indexes.values(), verdict, info.provider, keys, review.lifted, cap, now
+            )
         if verdict.kind in PERSISTENT_KINDS:
             logs.event("key_out", logging.WARNING, key=info.fingerprint, **{"class": verdict.kind.value})
         self.counts[(info.provider, verdict.kind.value)] += 1

@@ -27,6 +27,20 @@ class Reservation:
 
 
 @dataclass
+class Refusal:
+    """A refusal about the request or the provider, not about the key that met it: `answer` is
+    what the client gets once one key of another owner has had its chance (`final`)."""
+
+    answer: Exception
+    group: str | None  # the model group it holds for; None: every group (the request itself)
+    owners: set[str]  # owners that refused: the one more key must be another's
+    final: bool = False
+
+    def covers(self, group: str) -> bool:
+        return self.group is None or self.group == group
+
+
+@dataclass
 class RequestState:
     """What keypool remembers about one client request across its attempts."""
 
@@ -35,6 +49,7 @@ class RequestState:
     tried: set[str] = field(default_factory=set)
     reservations: dict[str, Reservation] = field(default_factory=dict)
     client_error: Exception | None = None
+    refusal: Refusal | None = None
     last_error: Exception | None = None
     attempts: int = 0
 
@@ -62,6 +77,22 @@ class RequestTracker:
     def _expire(self, now: float) -> None:
         for rid in [r for r, s in self._requests.items() if now - s.created > RESERVATION_TTL]:
             del self._requests[rid]
+
+
+def note_row(info: Deployment, outcome: str, now: float, request_id: str) -> UsageRow:
+    """A ledger row that is no upstream attempt: a verdict on the key taken back or renewed."""
+    return UsageRow(
+        ts=datetime.fromtimestamp(now, UTC),
+        request_id=request_id,
+        attempt=1,
+        provider=info.provider,
+        model=info.model,
+        deployment_id=info.deployment_id,
+        key_index=info.key_index,
+        key_fingerprint=info.fingerprint,
+        owner=info.owner,
+        outcome=outcome,
+    )
 
 
 def usage_row(

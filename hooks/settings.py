@@ -6,6 +6,7 @@ need) as an argument, so a test builds the value it wants instead of patching th
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,10 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_REDIS_PREFIX = "keypool:"
+# How long a refusal that names no key (an edge block page, a systemic event) may park a key:
+# the pool probes again at least this often. Mirrors hooks/failures.py (settings import nothing).
+DEFAULT_PROBE_PARK_MAX = 60.0
+PROBE_PARK_LIMIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class Settings:
     redis_prefix: str = DEFAULT_REDIS_PREFIX
     data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR).absolute())
     ledger_url: str | None = None  # TIDB_DB_URL; None: SQLite in data_dir
+    probe_park_max: float = DEFAULT_PROBE_PARK_MAX  # KEYPOOL_PROBE_PARK_MAX, seconds
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,6 +43,7 @@ class Settings:
             redis_prefix=env.get("KEYPOOL_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
             data_dir=Path(env.get("KEYPOOL_DATA_DIR") or DEFAULT_DATA_DIR).absolute(),
             ledger_url=(env.get("TIDB_DB_URL") or "").strip() or None,
+            probe_park_max=probe_park_max(env),
         )
 
     @property
@@ -48,6 +55,21 @@ class Settings:
 def redis_url(env: Mapping[str, str]) -> str:
     """KEYPOOL_REDIS_URL, else REDIS_URL."""
     return (env.get("KEYPOOL_REDIS_URL") or env.get("REDIS_URL") or "").strip()
+
+
+def probe_park_max(env: Mapping[str, str]) -> float:
+    """KEYPOOL_PROBE_PARK_MAX: seconds, above 0 and at most 120 (the pool must find out within
+    two minutes that a block has lifted)."""
+    raw = (env.get("KEYPOOL_PROBE_PARK_MAX") or "").strip()
+    if not raw:
+        return DEFAULT_PROBE_PARK_MAX
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= PROBE_PARK_LIMIT:
+        raise ValueError(f"KEYPOOL_PROBE_PARK_MAX must be seconds in (0, {PROBE_PARK_LIMIT:g}], got {raw!r}")
+    return value
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from hooks.admission import GroupIndex, NoCapacity, choose, estimate_tokens
+from hooks.admission import GroupIndex, NoCapacity, TooLarge, choose, estimate_tokens, never_fits, other_owners
 from hooks.deployment import Deployment
 from hooks.quota import Admission, Change, MemoryBuckets, WindowCheck
 
@@ -136,3 +136,23 @@ def test_estimate_is_prompt_plus_completion_ceiling() -> None:
     assert estimate_tokens(50, 200, info) == 250
     assert estimate_tokens(50, None, info) == 150  # catalog default_completion_tokens
     assert estimate_tokens(0, None, info) == 101
+
+
+def test_a_request_larger_than_every_keys_token_window_never_fits() -> None:
+    idx = index_of([deployment(i, limits={"rpm": 10, "tpm": 500, "tpd": 5000}) for i in (1, 2)])
+    assert never_fits(idx, "groq/m", 10, None) is None  # 10 + the default ceiling of 100
+    assert never_fits(idx, "groq/m", 10, 490) is None  # exactly the window
+    found = never_fits(idx, "groq/m", 10, 491)
+    assert found == TooLarge("groq/m", 501, 500, "tpm")
+    # One key with a larger window is enough; a key without token windows takes anything.
+    bigger = index_of([deployment(1, limits={"tpm": 500}), deployment(2, limits={"tpm": 800})])
+    assert never_fits(bigger, "groq/m", 10, 700) is None
+    assert never_fits(bigger, "groq/m", 10, 900) == TooLarge("groq/m", 910, 800, "tpm")
+    assert never_fits(index_of([deployment(1, limits={"rpm": 1})]), "groq/m", 10**9, 10**9) is None
+
+
+def test_the_one_more_key_comes_from_another_owner() -> None:
+    idx = index_of([deployment(i, owner="a" if i < 3 else "b") for i in range(1, 5)])
+    assert other_owners(idx, None, {"a"}) == {"groq/m/k3", "groq/m/k4"}
+    assert other_owners(idx, {"groq/m/k1", "groq/m/k4"}, {"a"}) == {"groq/m/k4"}
+    assert other_owners(idx, None, {"a", "b"}) == set()

@@ -32,6 +32,7 @@ class Case:
     retry_after: float | None = None
     account_wide: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    model_wide: bool = False
 
 
 def dumps(obj: object) -> str:
@@ -504,7 +505,9 @@ GROQ_CASES = [
     ),
     Case("groq 413 request too large (reference)", "groq", 413, dumps(GROQ_413), FailureClass.TOO_LARGE, "tpm"),
     Case("groq 401 invalid key (reference)", "groq", 401, dumps(GROQ_401), FailureClass.DEAD_KEY),
-    Case("groq 403", "groq", 403, dumps({"error": {"message": "Forbidden"}}), FailureClass.DEAD_KEY),
+    Case(
+        "groq 403 names no key", "groq", 403, dumps({"error": {"message": "Forbidden"}}), FailureClass.REQUEST_REFUSED
+    ),
     Case("groq 400 organization_restricted", "groq", 400, dumps(GROQ_RESTRICTED), FailureClass.DEAD_KEY),
     Case("groq context_length_exceeded", "groq", 400, dumps(GROQ_CONTEXT), FailureClass.TOO_LARGE),
     Case("groq context length with 403/429 digits", "groq", 400, dumps(GROQ_CONTEXT_DIGITS), FailureClass.TOO_LARGE),
@@ -662,7 +665,7 @@ CEREBRAS_CASES = [
     Case("cerebras code only, nothing else", "cerebras", 429, dumps(C_CODE_ONLY), FailureClass.AMBIGUOUS_429),
     Case("cerebras high traffic", "cerebras", 429, dumps(C_BUSY), FailureClass.UPSTREAM_BUSY),
     Case("cerebras 401", "cerebras", 401, dumps(C_BAD_KEY), FailureClass.DEAD_KEY),
-    Case("cerebras 403 no body", "cerebras", 403, "", FailureClass.DEAD_KEY),
+    Case("cerebras 403 no body", "cerebras", 403, "", FailureClass.BLOCKED),
     Case("cerebras context length", "cerebras", 400, dumps(C_CONTEXT), FailureClass.TOO_LARGE),
     Case("cerebras 500", "cerebras", 500, "Internal Server Error", FailureClass.TRANSIENT),
     Case(
@@ -831,13 +834,16 @@ OPENROUTER_CASES = [
         0.0,
         True,
     ),
-    Case("openrouter upstream busy", "openrouter", 429, dumps(OR_UPSTREAM), FailureClass.UPSTREAM_BUSY),
+    Case(
+        "openrouter upstream busy", "openrouter", 429, dumps(OR_UPSTREAM), FailureClass.UPSTREAM_BUSY, model_wide=True
+    ),
     Case(
         "openrouter provider returned error",
         "openrouter",
         429,
         dumps(OR_PROVIDER_ERROR_ONLY),
         FailureClass.UPSTREAM_BUSY,
+        model_wide=True,
     ),
     Case(
         "openrouter 429 with only X-RateLimit headers",
@@ -868,7 +874,7 @@ OPENROUTER_CASES = [
         "openrouter",
         403,
         dumps({"error": {"message": "Forbidden", "code": 403}}),
-        FailureClass.DEAD_KEY,
+        FailureClass.REQUEST_REFUSED,
     ),
     Case("openrouter context length", "openrouter", 400, dumps(OR_CONTEXT), FailureClass.TOO_LARGE),
     Case(
@@ -909,7 +915,14 @@ OPENROUTER_CASES = [
     Case(
         "litellm openrouter per-min", "openrouter", 429, litellm_or(OR_MIN), FailureClass.RATE_LIMIT, "rpm", 30.0, True
     ),
-    Case("litellm openrouter upstream", "openrouter", 429, litellm_or(OR_UPSTREAM), FailureClass.UPSTREAM_BUSY),
+    Case(
+        "litellm openrouter upstream",
+        "openrouter",
+        429,
+        litellm_or(OR_UPSTREAM),
+        FailureClass.UPSTREAM_BUSY,
+        model_wide=True,
+    ),
     Case(
         "litellm openrouter 402",
         "openrouter",
@@ -971,8 +984,8 @@ GENERIC_CASES = [
     ),
     Case("429 nothing at all", "mistral", 429, "", FailureClass.AMBIGUOUS_429),
     Case("429 text with digits only", "groq", 429, "Too Many Requests 14290 60 3600", FailureClass.AMBIGUOUS_429),
-    Case("unknown 401", "mistral", 401, "Unauthorized", FailureClass.DEAD_KEY),
-    Case("unknown 403", "mistral", 403, "", FailureClass.DEAD_KEY),
+    Case("unknown 401", "mistral", 401, "Unauthorized", FailureClass.BLOCKED),
+    Case("unknown 403", "mistral", 403, "", FailureClass.BLOCKED),
     Case("unknown 400", "mistral", 400, '{"error": {"message": "bad", "code": 400}}', FailureClass.CLIENT_ERROR),
     Case("unknown 422", "mistral", 422, "Unprocessable Entity", FailureClass.CLIENT_ERROR),
     Case("unknown 413", "mistral", 413, "Payload Too Large", FailureClass.TOO_LARGE),
@@ -983,7 +996,156 @@ GENERIC_CASES = [
     Case("status out of range", "groq", 999, "", FailureClass.TRANSIENT),
 ]
 
-ALL_CASES = GEMINI_CASES + GROQ_CASES + CEREBRAS_CASES + OPENROUTER_CASES + GENERIC_CASES
+
+# ---------------------------------------------------------------------------------------------
+# Refusals that name no key (issue #10): a key is dead only on evidence naming the key or its
+# account. Otherwise the request is at fault (REQUEST_REFUSED: back to the client after at most
+# one more key) or the refusal is the same for every key (BLOCKED: transient, never persisted).
+
+G_FOREIGN_FILE = {
+    "error": {
+        "code": 403,
+        "message": "You do not have permission to access the File 2x8gnmkmu1gd or it may not exist.",
+        "status": "PERMISSION_DENIED",
+    }
+}
+G_CALLER_DENIED = {
+    "error": {"code": 403, "message": "The caller does not have permission", "status": "PERMISSION_DENIED"}
+}
+G_LOCATION = {
+    "error": {
+        "code": 400,
+        "message": "User location is not supported for the API use.",
+        "status": "FAILED_PRECONDITION",
+    }
+}
+G_UNREGISTERED = {
+    "error": {
+        "code": 403,
+        "message": "Method doesn't allow unregistered callers (callers without established identity). Please use "
+        "API Key or other form of API consumer identity to call this API.",
+        "status": "PERMISSION_DENIED",
+    }
+}
+# What an edge (Cloudflare) answers in front of any provider; the same page for every key.
+EDGE_PAGE = (
+    '<!DOCTYPE html>\n<html class="no-js" lang="en-US">\n<head>\n<title>Attention Required! | Cloudflare</title>\n'
+    '</head>\n<body>\n<h1 data-translate="block_headline">Sorry, you have been blocked</h1>\n'
+    "<p>Cloudflare Ray ID: <strong>8f1e2d3c4b5a6978</strong></p>\n</body>\n</html>\n"
+)
+# A plain page without the block wording: only the content type says it is not the API.
+PLAIN_PAGE = "<html><head><title>403 Forbidden</title></head><body><center>nginx</center></body></html>"
+HTML = {"content-type": "text/html; charset=UTF-8"}
+GROQ_RESTRICTED_403 = {
+    "error": {
+        "message": "Organization has been restricted. Please reach out to support if you believe this was in error.",
+        "type": "invalid_request_error",
+        "code": "organization_restricted",
+    }
+}
+
+REFUSAL_CASES = [
+    # Gemini: the request names a file of another project; LiteLLM keeps the 403 as the
+    # BadRequestError's status, or (older mappings) reports 400: the JSON code decides.
+    Case("gemini 403 file of another project", "gemini", 403, dumps(G_FOREIGN_FILE), FailureClass.REQUEST_REFUSED),
+    Case(
+        "litellm gemini 403 file as BadRequestError",
+        "gemini",
+        403,
+        litellm_gemini("BadRequestError", G_FOREIGN_FILE),
+        FailureClass.REQUEST_REFUSED,
+    ),
+    Case(
+        "litellm gemini 403 file under status 400",
+        "gemini",
+        400,
+        litellm_gemini("BadRequestError", G_FOREIGN_FILE),
+        FailureClass.REQUEST_REFUSED,
+    ),
+    Case("gemini 403 caller denied", "gemini", 403, dumps(G_CALLER_DENIED), FailureClass.REQUEST_REFUSED),
+    Case("gemini 400 user location", "gemini", 400, dumps(G_LOCATION), FailureClass.BLOCKED),
+    Case("gemini 403 edge page", "gemini", 403, EDGE_PAGE, FailureClass.BLOCKED, headers=HTML),
+    Case(
+        "litellm gemini edge page",
+        "gemini",
+        403,
+        "litellm.PermissionDeniedError: GeminiException - " + EDGE_PAGE,
+        FailureClass.BLOCKED,
+    ),
+    Case("gemini 403 no key sent", "gemini", 403, dumps(G_UNREGISTERED), FailureClass.DEAD_KEY),
+    # Groq: invalid_api_key and organization_restricted name the key; nothing else does.
+    Case("groq 403 organization_restricted", "groq", 403, dumps(GROQ_RESTRICTED_403), FailureClass.DEAD_KEY),
+    Case(
+        "groq 403 edge page",
+        "groq",
+        403,
+        "litellm.APIError: APIError: GroqException - " + EDGE_PAGE,
+        FailureClass.BLOCKED,
+    ),
+    Case("groq 401 plain page", "groq", 401, PLAIN_PAGE, FailureClass.BLOCKED, headers=HTML),
+    Case(
+        "groq 401 names no key",
+        "groq",
+        401,
+        dumps({"error": {"message": "Unauthorized", "type": "invalid_request_error"}}),
+        FailureClass.BLOCKED,
+    ),
+    Case("groq 404 edge page", "groq", 404, EDGE_PAGE, FailureClass.BLOCKED),
+    Case("groq 502 edge page", "groq", 502, EDGE_PAGE, FailureClass.TRANSIENT),
+    # Cerebras: its 401 key wording is `wrong_api_key` / "Wrong API Key".
+    Case("cerebras 401 no body", "cerebras", 401, "", FailureClass.BLOCKED),
+    Case("cerebras 403 edge page", "cerebras", 403, EDGE_PAGE, FailureClass.BLOCKED),
+    Case(
+        "cerebras 401 key wording only",
+        "cerebras",
+        401,
+        "litellm.AuthenticationError: CerebrasException - Wrong API Key",
+        FailureClass.DEAD_KEY,
+    ),
+    Case(
+        "cerebras 403 names no key",
+        "cerebras",
+        403,
+        dumps({"message": "Forbidden", "type": "permission_error", "code": "forbidden"}),
+        FailureClass.REQUEST_REFUSED,
+    ),
+    # OpenRouter: 401 "User not found." and 402 are about the account.
+    Case("openrouter 401 edge page", "openrouter", 401, EDGE_PAGE, FailureClass.BLOCKED),
+    Case(
+        "openrouter 401 names no key",
+        "openrouter",
+        401,
+        dumps({"error": {"message": "Unauthorized", "code": 401}}),
+        FailureClass.BLOCKED,
+    ),
+    Case(
+        "openrouter region block",
+        "openrouter",
+        403,
+        dumps({"error": {"message": "This model is not available in your region.", "code": 403}}),
+        FailureClass.BLOCKED,
+    ),
+    # Providers keypool has no module for: the shared key wording, else the same two answers.
+    Case(
+        "unknown 401 key wording",
+        "mistral",
+        401,
+        dumps({"error": {"message": "Invalid API key"}}),
+        FailureClass.DEAD_KEY,
+    ),
+    Case(
+        "unknown 403 JSON", "mistral", 403, dumps({"error": {"message": "not allowed"}}), FailureClass.REQUEST_REFUSED
+    ),
+    Case(
+        "unknown 403 region",
+        "mistral",
+        403,
+        dumps({"error": {"code": "unsupported_country_region_territory", "message": "Country not supported"}}),
+        FailureClass.BLOCKED,
+    ),
+]
+
+ALL_CASES = GEMINI_CASES + GROQ_CASES + CEREBRAS_CASES + OPENROUTER_CASES + GENERIC_CASES + REFUSAL_CASES
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=[c.id for c in ALL_CASES])
@@ -996,6 +1158,7 @@ def test_sample(case: Case) -> None:
     else:
         assert verdict.retry_after == pytest.approx(case.retry_after, abs=1e-3), verdict
     assert verdict.account_wide == case.account_wide, verdict
+    assert verdict.model_wide == case.model_wide, verdict
     # the unguarded path gives the same answer: the table never relies on the safety net
     assert _classify(case.provider, case.status, case.headers, case.body, NOW) == verdict
 
@@ -1019,6 +1182,14 @@ def test_keys_in_body_never_reach_reason() -> None:
     verdict = classify("groq", 401, {}, body, NOW)
     assert verdict.kind == FailureClass.DEAD_KEY
     assert "gsk_" not in verdict.reason
+
+
+def test_verdict_carries_the_providers_own_status() -> None:
+    # LiteLLM reports Gemini's 403 as a 400 at times: the client must get the provider's 403 back.
+    verdict = classify("gemini", 400, {}, litellm_gemini("BadRequestError", G_FOREIGN_FILE), NOW)
+    assert (verdict.kind, verdict.status) == (FailureClass.REQUEST_REFUSED, 403)
+    assert classify("groq", 413, {}, dumps(GROQ_413), NOW).status == 413
+    assert classify("groq", None, {}, "Connection reset by peer", NOW).status is None
 
 
 def test_verdict_is_frozen_plain_data() -> None:
@@ -1148,6 +1319,23 @@ def test_digits_in_text_never_kill_a_key(provider: str, status: int | None, head
     assert _classify(provider, status, headers, text, NOW).kind != FailureClass.DEAD_KEY
 
 
+# The same words without "key": no sequence of them names a key.
+NO_KEY_TEXT = st.lists(
+    st.one_of(WORDS.filter(lambda w: w.lower() != "key"), st.integers(min_value=0, max_value=10**9).map(str)),
+    max_size=40,
+).map(" ".join)
+
+
+@settings(max_examples=300)
+@given(PROVIDERS, st.sampled_from([401, 403]), HEADERS, NO_KEY_TEXT, st.booleans())
+def test_a_bare_401_or_403_never_kills_a_key(
+    provider: str, status: int, headers: dict, text: str, as_json: bool
+) -> None:
+    body = json.dumps({"error": {"message": text, "code": status}}) if as_json else text
+    verdict = _classify(provider, status, headers, body, NOW)
+    assert verdict.kind in (FailureClass.BLOCKED, FailureClass.REQUEST_REFUSED)
+
+
 @settings(max_examples=300)
 @given(
     PROVIDERS,
@@ -1246,7 +1434,7 @@ def test_classify_survives_hostile_inputs() -> None:
             raise RuntimeError("boom")
 
     assert classify("groq", 429, Exploding(), "", NOW).kind == FailureClass.AMBIGUOUS_429
-    assert classify("groq", 401, None, None, NOW).kind == FailureClass.DEAD_KEY  # type: ignore[arg-type]
+    assert classify("groq", 401, None, None, NOW).kind == FailureClass.BLOCKED  # type: ignore[arg-type]
     assert classify(None, True, {b"retry-after": b"5"}, "x", float("nan")).kind == FailureClass.TRANSIENT  # type: ignore[arg-type]
     assert classify("gemini", 429, {}, "[" * 5000 + "{" * 5000, NOW).kind == FailureClass.AMBIGUOUS_429
     # more digits than int() accepts must not reach int() on the unguarded path

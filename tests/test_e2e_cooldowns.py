@@ -118,21 +118,31 @@ def test_client_error_goes_back_once_without_trying_other_keys(upstream: FakeUps
         assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 8))
 
 
-def test_upstream_busy_and_413_never_park_the_key(upstream: FakeUpstream, tmp_path: Path) -> None:
+def test_upstream_busy_parks_only_the_model_briefly_and_413_parks_nothing(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
     upstream.reset()
     busy, big = key_value("openrouter", 1, "nopark"), key_value("groq", 1, "nopark")
     upstream.configure(keys={busy: {"mode": "busy"}, big: {"mode": "too_large"}})
     env = pool_env(upstream.url, {"openrouter": 1, "groq": 1}, prefix="nopark")
-    with Proxy(tmp_path, env, Path("config").resolve()) as proxy:
+    with Proxy(tmp_path, env, Path("config").resolve(), extra_env={"KEYPOOL_PROBE_PARK_MAX": "2"}) as proxy:
         (r1,) = ask(proxy, OPENROUTER, 1)
         (r2,) = ask(proxy, GROQ, 1)
         assert isinstance(r1, openai.APIStatusError) and isinstance(r2, openai.APIStatusError)
+        assert r2.status_code == 413  # not LiteLLM's 429: no client retries what can never fit
         classes = sorted(e["class"] for e in events(proxy))
         assert classes[0] == "too_large" and set(classes[1:]) == {"upstream_busy"}
-        assert all(e["parked"] == [] for e in events(proxy))
+        assert all(e["parked"] == [] for e in events(proxy) if e["class"] == "too_large")
+        # The upstream's own limit holds for every key: the model pauses (capped), no key does.
+        parks = [p for e in events(proxy) if e["class"] == "upstream_busy" for p in e["parked"]]
+        assert parks and {p["scope"] for p in parks} == {"model:openrouter/meta-llama/llama-3.3-70b-instruct:free"}
+        assert all(p["until"] <= time.time() + 2.5 for p in parks)
         upstream.configure(keys={busy: {"mode": "ok"}, big: {"mode": "ok"}})
-        # Both keys serve again at once: nothing parked them.
-        assert all(not isinstance(r, Exception) for r in ask(proxy, OPENROUTER, 1) + ask(proxy, GROQ, 1))
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 1))  # nothing parked the key
+        deadline = time.monotonic() + 15
+        while isinstance(ask(proxy, OPENROUTER, 1)[0], Exception):  # served once the brief park ends
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
 
 
 def test_provider_limits_tighter_than_the_catalog_show_no_client_429_while_capacity_remains(
@@ -161,10 +171,11 @@ def test_revalidate_brings_back_only_the_keys_that_answer(upstream: FakeUpstream
     upstream.reset()
     healed, gone = key_value("groq", 1, "reval"), key_value("groq", 2, "reval")
     upstream.configure(keys={healed: {"mode": "dead"}, gone: {"mode": "dead"}})
-    env = pool_env(upstream.url, {"groq": 3}, prefix="reval")
+    # Five keys: two dead ones are not "more than half", which would be a systemic event.
+    env = pool_env(upstream.url, {"groq": 5}, prefix="reval")
     proxy = Proxy(tmp_path, env, roomy(tmp_path, "groq", "llama-3.3-70b-versatile"))
     with proxy:
-        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 40))  # both dead keys are hit
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 60))  # both dead keys are hit: (4/5)^60
         assert sorted(e["class"] for e in events(proxy)) == ["dead_key", "dead_key"]
     upstream.configure(keys={healed: {"mode": "ok"}})  # the provider restored key 1
     probe = subprocess.run(
@@ -181,7 +192,7 @@ def test_revalidate_brings_back_only_the_keys_that_answer(upstream: FakeUpstream
     before = per_key(upstream, "reval-groq-")[healed]["ok"]
     (tmp_path / "data" / "parks.json").unlink()  # the ledger alone must not bring key 1's verdict back
     with proxy:
-        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 30))
+        assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 45))  # key 1 is picked: (3/4)^45
         stats = per_key(upstream, "reval-groq-")
         assert stats[healed]["ok"] > before  # serving again
         assert stats[gone]["errors"] == {"401": 2}  # the first failure and the probe's; no more

@@ -445,6 +445,42 @@ def test_gemini_key_in_query_and_missing_key(up: FakeUpstream) -> None:
     assert up.client.post(url, json=body).status_code == 403
 
 
+GEMINI_FILE = {
+    "type": "file",
+    "file": {"file_id": "https://generativelanguage.googleapis.com/v1beta/files/abc123", "format": "application/pdf"},
+}
+
+
+def test_gemini_file_of_another_project_is_refused(up: FakeUpstream, loop: asyncio.AbstractEventLoop) -> None:
+    up.configure(files={"abc123": "project-a"}, keys={"a": {"owner": "project-a"}, "b": {"owner": "project-b"}})
+    messages = [{"role": "user", "content": [{"type": "text", "text": "summarise"}, GEMINI_FILE]}]
+    assert run(loop, call(up, "gemini", "a", messages=messages)).choices[0].message.content
+    error = run(loop, call_error(up, "gemini", "b", messages=messages))
+    # "403" in the text makes LiteLLM raise BadRequestError, but the status stays 403.
+    assert isinstance(error, litellm.BadRequestError) and error.status_code == 403
+    assert "You do not have permission to access the File abc123 or it may not exist." in error.message
+    assert up.stats()["keys"]["b"]["errors"] == {"403": 1}
+    up.configure(files={"abc123": None})  # deleted: now no project may read it
+    assert run(loop, call_error(up, "gemini", "a", messages=messages)).status_code == 403
+
+
+def test_edge_block_page_answers_every_key_until_switched_off(
+    up: FakeUpstream, loop: asyncio.AbstractEventLoop
+) -> None:
+    up.configure(blocked={"groq": True})
+    for key in ("k1", "k2", "dead"):
+        response = wire(up, "groq", key)
+        assert response.status_code == 403 and response.headers["content-type"].startswith("text/html")
+        assert "Sorry, you have been blocked" in response.text
+    assert wire(up, "cerebras", "k1").status_code == 200  # only the blocked provider
+    error = run(loop, call_error(up, "groq", "k1"))
+    assert isinstance(error, litellm.APIError) and error.status_code == 403 and "Attention Required!" in error.message
+    assert up.configure(blocked={"groq": False})["blocked"] == {}
+    assert wire(up, "groq", "k1").status_code == 200
+    with pytest.raises(ValueError, match="unknown provider"):
+        up.configure(blocked={"nope": True})
+
+
 # ---------------------------------------------------------------------------------------------
 # Admin API and plumbing
 

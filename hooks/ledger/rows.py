@@ -13,7 +13,8 @@ SUCCESS = "success"
 # the key's quota by the provider because the request reached it. Deliberately generous (a 429
 # or a 5xx may or may not count upstream): the rate-limit windows must never be looser than the
 # provider. Absent: refusals of the credential or account itself (dead_key, payment,
-# model_unavailable) and anything that never left keypool.
+# model_unavailable, systemic), pages of an edge in front of the provider (blocked) and
+# anything that never left keypool.
 QUOTA_OUTCOMES: frozenset[str] = frozenset(
     {
         SUCCESS,
@@ -24,6 +25,7 @@ QUOTA_OUTCOMES: frozenset[str] = frozenset(
         "too_large",
         "transient",
         "client_error",
+        "request_refused",
     }
 )
 # Outcomes that park a key or a bucket beyond the current minute; `last_outcomes` restores them.

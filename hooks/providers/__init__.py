@@ -14,6 +14,9 @@ shared/reference/provider-wire-formats.md, "Rules that follow":
 3. Never loose digits in free text: "14290 tokens" is not a 429, and "... 403 ..." inside a
    context-length message is not a dead key. Digits are read only out of a fixed phrase
    ("Limit 6000, Used 0, Requested 12328") or a named field.
+4. A key is dead or unpaid only on evidence that names the key or its account (a reason code,
+   an error code, the provider's key wording), never on a bare 401/403: without it a refusal is
+   the request's (REQUEST_REFUSED, CLIENT_ERROR) or the same for every key (BLOCKED).
 
 When one error names several windows, the one that frees up last decides (daily beats minute).
 A provider without a module gets the generic rules (base.generic) and no header corrections.
@@ -22,6 +25,7 @@ A provider without a module gets the generic rules (base.generic) and no header 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from hooks.providers import cerebras, gemini, groq, openrouter
 from hooks.providers.base import FailureClass, HeaderFix, Provider, Verdict, build_ctx, generic
@@ -45,7 +49,7 @@ def _classify(provider: str, status: int | None, headers: Mapping[str, str], bod
     if ctx.status is None and verdict.kind in (FailureClass.AMBIGUOUS_429, FailureClass.CLIENT_ERROR):
         # No status and nothing recognisable: a network error or timeout.
         return Verdict(FailureClass.TRANSIENT, reason=f"{ctx.provider} no status")
-    return verdict
+    return replace(verdict, status=ctx.status)
 
 
 def classify(provider: str, status: int | None, headers: Mapping[str, str], body: str, now: float) -> Verdict:

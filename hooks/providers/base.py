@@ -27,6 +27,15 @@ class FailureClass(StrEnum):
     PAYMENT = "payment"  # OpenRouter 402 credits/key limit: unusable until topped up
     TRANSIENT = "transient"  # 5xx, timeout, connection error, OpenRouter in-flight budget
     CLIENT_ERROR = "client_error"  # the client's own bad request: return it, retry no other key
+    # A refusal of what the request names (a file of another project), or a 403 that names no
+    # key: no key is at fault, and a key of another owner may still be allowed.
+    REQUEST_REFUSED = "request_refused"
+    # Refused before any key was looked at (an HTML edge page, a region block, a 401 that names
+    # no key): the same for every key and usually temporary.
+    BLOCKED = "blocked"
+    # Never from a classifier: hooks/failures.py's guard turns key verdicts on more than half of
+    # a provider's keys at once into this, a provider-side event rather than dead keys.
+    SYSTEMIC = "systemic"
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,8 @@ class Verdict:
     retry_after: float | None = None  # seconds from `now` the provider stated; None if unstated
     account_wide: bool = False  # the limit covers the owner's whole account, not one model
     reason: str = ""  # short stable text for logs; never the key or the full body
+    model_wide: bool = False  # the refusal holds for this model with every key (an upstream's limit)
+    status: int | None = None  # the provider's own status (its JSON `code` beats the transport's)
 
 
 @dataclass(frozen=True)
@@ -235,10 +246,61 @@ _TOO_LARGE_PHRASES = (
     "prompt is too long",
 )
 _GEMINI_TOO_LARGE = re.compile(r"input token count.{0,80}?exceeds the maximum", re.DOTALL)
+# A refusal that names the key: the wording the OpenAI-compatible providers use for a bad key
+# (Groq `invalid_api_key`, Cerebras `wrong_api_key`). Provider modules add their own.
+KEY_PHRASES = (
+    "invalid_api_key",
+    "invalid api key",
+    "incorrect api key",
+    "wrong_api_key",
+    "wrong api key",
+    "api key not valid",
+    "api key expired",
+    "api key not found",
+    "api key has been revoked",
+)
+# The same answer for every key, whatever the request: an edge's block page or a region block
+# (Gemini 400 FAILED_PRECONDITION "User location is not supported for the API use.").
+BLOCK_PHRASES = (
+    "sorry, you have been blocked",
+    "attention required! | cloudflare",
+    "user location is not supported",
+    "unsupported_country_region_territory",
+    "country, region, or territory not supported",
+    "not available in your country",
+    "not available in your region",
+)
+_HTML_MARKS = ("<!doctype html", "<html", "<head>", "<title>")
 
 
 def _too_large_phrase(ctx: Ctx) -> bool:
     return has(ctx, *_TOO_LARGE_PHRASES) or bool(_GEMINI_TOO_LARGE.search(ctx.text))
+
+
+def edge_page(ctx: Ctx) -> bool:
+    """An HTML page, or a block/region phrase: something in front of the API answered, not the
+    API about a key. The APIs themselves always answer in JSON."""
+    if not ctx.err and (
+        "text/html" in ctx.headers.get("content-type", "") or any(m in ctx.text[:2000] for m in _HTML_MARKS)
+    ):
+        return True
+    return has(ctx, *BLOCK_PHRASES)
+
+
+def refused(ctx: Ctx, key_reason: str | None = None) -> Verdict:
+    """A 401/403: a key verdict only on evidence that names the key (`key_reason`, or the
+    shared KEY_PHRASES). Without it, a page or a 401 is the same for every key (BLOCKED), and a
+    provider's JSON 403 is about what the request asked for (REQUEST_REFUSED)."""
+    p, status = ctx.provider, ctx.status
+    if key_reason is None:
+        key_reason = next((f"{p} '{k}'" for k in KEY_PHRASES if k in ctx.text), None)
+    if key_reason is not None:
+        return Verdict(FailureClass.DEAD_KEY, reason=key_reason)
+    if edge_page(ctx) or not ctx.err:
+        return Verdict(FailureClass.BLOCKED, retry_after=retry_after(ctx), reason=f"{p} {status} page names no key")
+    if status == 401:
+        return Verdict(FailureClass.BLOCKED, retry_after=retry_after(ctx), reason=f"{p} 401 names no key")
+    return Verdict(FailureClass.REQUEST_REFUSED, reason=f"{p} {status} names no key")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +325,9 @@ def generic(ctx: Ctx) -> Verdict:
     if status == 429:
         return generic_429(ctx)
     if status in (401, 403):
-        return Verdict(FailureClass.DEAD_KEY, reason=f"{p} http {status}")
+        return refused(ctx)
+    if 400 <= status < 500 and edge_page(ctx):
+        return Verdict(FailureClass.BLOCKED, retry_after=retry_after(ctx), reason=f"{p} {status} block page")
     if status == 402:
         return Verdict(FailureClass.PAYMENT, reason=f"{p} http 402")
     if status == 413:

@@ -16,6 +16,7 @@ from hooks.providers.base import (
     generic,
     has,
     max_delay,
+    refused,
     safe,
 )
 from hooks.providers.durations import find_retry_phrase, parse_duration
@@ -40,6 +41,8 @@ _DEAD_PHRASES = (
     "reported as leaked",
     "api_key_invalid",
     "api_key_service_blocked",
+    # 403 for a request without a key: the key in the pool is empty or was not sent.
+    "unregistered callers",
 )
 _PERIOD = re.compile(r"Per(Minute|Hour|Day)")
 # Gemini's fixed phrase "... limit: 0, model: gemini-2.5-pro": the model has no free tier.
@@ -133,9 +136,14 @@ def classify(ctx: Ctx) -> Verdict:
             return Verdict(FailureClass.DEAD_KEY, reason=dead)
     if status == 429:
         return _classify_429(ctx)
-    if status == 403:
-        # PERMISSION_DENIED on the Gemini API is about the key or its project, never the prompt.
-        return Verdict(FailureClass.DEAD_KEY, reason="gemini 403 permission denied")
+    if status in (401, 403):
+        # PERMISSION_DENIED without a key reason is about what the request names ("You do not
+        # have permission to access the File ... or it may not exist": a file of another
+        # project) or, as an HTML page, about the network: never about this key.
+        refusal = refused(ctx, key_reason=None)
+        if refusal.kind == FailureClass.REQUEST_REFUSED and has(ctx, "permission to access", "may not exist"):
+            return Verdict(FailureClass.REQUEST_REFUSED, reason="gemini 403 resource of another project")
+        return refusal
     return generic(ctx)
 
 

@@ -74,7 +74,7 @@ def _classify_429(ctx: Ctx, window: str | None) -> Verdict:
 def classify(ctx: Ctx) -> Verdict:
     status = ctx.status
     restricted = error_code(ctx) == "organization_restricted" or has(ctx, "organization has been restricted")
-    if restricted and status is not None and 400 <= status < 500 and status not in (401, 403, 413, 429):
+    if restricted and status is not None and 400 <= status < 500 and status not in (413, 429):
         return Verdict(FailureClass.DEAD_KEY, reason="groq organization_restricted")
     window = _window(ctx)
     if status == 413 or (status is not None and 400 <= status < 500 and has(ctx, "request too large")):

@@ -15,12 +15,14 @@ from hooks.providers.base import (
     has,
     max_delay,
     metadata,
+    refused,
     reset_epoch_delay,
     retry_after,
     safe,
 )
 
 _PAYMENT_SOURCES = ("openrouter_credits", "openrouter_key_limit")
+_KEY_PHRASES = ("user not found", "no auth credentials found")
 
 
 def _classify_429(ctx: Ctx) -> Verdict:
@@ -48,9 +50,10 @@ def _classify_429(ctx: Ctx) -> Verdict:
         or bool(meta.get("raw"))
     ):
         # The upstream model's own limit, relayed by OpenRouter: the account is fine.
+        # It holds for this model whatever key asks: the caller parks the model, not the key.
         name = meta.get("provider_name")
         label = f"openrouter upstream busy {safe(name, 40)}" if isinstance(name, str) else "openrouter upstream busy"
-        return Verdict(FailureClass.UPSTREAM_BUSY, retry_after=retry_after(ctx), reason=label.strip())
+        return Verdict(FailureClass.UPSTREAM_BUSY, retry_after=retry_after(ctx), reason=label.strip(), model_wide=True)
     return generic_429(ctx)
 
 
@@ -75,6 +78,10 @@ def classify(ctx: Ctx) -> Verdict:
         # OpenRouter's 403 also means "your input was flagged by moderation": the prompt's
         # fault, not the key's.
         return Verdict(FailureClass.CLIENT_ERROR, reason="openrouter 403 moderation")
+    if status == 401:
+        # "User not found." (a deleted or disabled key), "No auth credentials found" (none sent).
+        found = next((p for p in _KEY_PHRASES if p in ctx.text), None)
+        return refused(ctx, key_reason=f"openrouter 401 '{found}'" if found else None)
     return generic(ctx)
 
 

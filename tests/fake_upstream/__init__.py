@@ -118,6 +118,8 @@ class FakeUpstream:
         keys: dict[str, dict[str, str]] | None = None,
         day_seconds: float | None = None,
         latency_ms: float | None = None,
+        files: dict[str, str | None] | None = None,
+        blocked: dict[str, bool] | None = None,
     ) -> dict[str, Any]:
         """Merge into the current config (see POST /_admin/configure); returns the whole config."""
         body: dict[str, Any] = {}
@@ -129,6 +131,10 @@ class FakeUpstream:
             body["day_seconds"] = day_seconds
         if latency_ms is not None:
             body["latency_ms"] = latency_ms
+        if files is not None:
+            body["files"] = files
+        if blocked is not None:
+            body["blocked"] = blocked
         response = self.client.post("/_admin/configure", json=body)
         if response.status_code != 200:
             raise ValueError(f"configure refused: {response.text}")

@@ -19,8 +19,12 @@ or JSON, in each provider's format: tests/fake_upstream/agents.py decides and bu
 Admin API (JSON):
   POST /_admin/reset       forget counters, keys, limits, stats
   POST /_admin/configure   merge {"limits": {provider: {model|"*": {window: n|null}}},
-                           "keys": {key: {"owner": str, "mode": str}}, "day_seconds": s, "latency_ms": ms};
-                           answers the whole config
+                           "keys": {key: {"owner": str, "mode": str}}, "day_seconds": s, "latency_ms": ms,
+                           "files": {name: owner|null}, "blocked": {provider: bool}};
+                           answers the whole config. `files` are Gemini Files API uploads: a request
+                           naming a file its key's owner did not upload gets Gemini's 403. `blocked`
+                           puts an edge block page (HTML 403, the same for every key) in front of
+                           a provider until it is switched off.
   GET  /_admin/config      the whole config
   GET  /_admin/stats       {"keys": {key: {...}}, "requests": [...]}; `?log=0` leaves out the request log
   GET  /_admin/health      {"ok": true}
@@ -187,6 +191,7 @@ class ChatRequest:
     max_tokens: int | None
     text: str
     agent: agents.AgentReply | None = None  # a tool call or JSON reply instead of the plain text
+    files: tuple[str, ...] = ()  # Gemini Files API names the request refers to ("abc123")
 
 
 class State:
@@ -201,6 +206,8 @@ class State:
         self.keys: dict[str, KeyInfo] = {}
         self.day_seconds: float = 86400.0
         self.latency_ms: float = 0.0
+        self.files: dict[str, str] = {}  # Gemini file name -> the owner (project) that uploaded it
+        self.blocked: set[str] = set()  # providers behind an edge block page
         # (provider, owner, bucket, window) -> (window index, amount used in that window)
         self.counters: dict[tuple[str, str, str, str], tuple[int, int]] = {}
         self.key_stats: dict[str, dict[str, Any]] = {}
@@ -231,6 +238,18 @@ class State:
                 raise ValueError("day_seconds must be > 0")
         if body.get("latency_ms") is not None:
             self.latency_ms = float(body["latency_ms"])
+        for name, owner in (body.get("files") or {}).items():
+            if owner is None:
+                self.files.pop(str(name), None)
+            else:
+                self.files[str(name)] = str(owner)
+        for provider, on in (body.get("blocked") or {}).items():
+            if provider not in PROVIDERS:
+                raise ValueError(f"unknown provider {provider!r} in blocked; expected one of {PROVIDERS}")
+            if on:
+                self.blocked.add(provider)
+            else:
+                self.blocked.discard(provider)
 
     def config_json(self) -> dict[str, Any]:
         return {
@@ -238,6 +257,8 @@ class State:
             "keys": {k: {"owner": v.owner, "mode": v.mode} for k, v in self.keys.items()},
             "day_seconds": self.day_seconds,
             "latency_ms": self.latency_ms,
+            "files": dict(self.files),
+            "blocked": {p: True for p in sorted(self.blocked)},
         }
 
     def key_info(self, key: str) -> KeyInfo:
@@ -378,14 +399,29 @@ def _parse_openai(provider: str, body: dict[str, Any], key: str) -> ChatRequest:
     return _with_agent(req, body, agents.plan_openai)
 
 
+def _gemini_file(part: dict[str, Any]) -> str | None:
+    """The Files API name a part refers to: `file_data.file_uri` ".../v1beta/files/abc123" -> "abc123"."""
+    data = part.get("file_data") or part.get("fileData")
+    if not isinstance(data, dict):
+        return None
+    uri = data.get("file_uri") or data.get("fileUri")
+    if not isinstance(uri, str) or "/files/" not in uri:
+        return None
+    return uri.rsplit("/files/", 1)[1]
+
+
 def _parse_gemini(model: str, body: dict[str, Any], key: str, stream: bool) -> ChatRequest:
     texts: list[str] = []
+    files: list[str] = []
     system = body.get("systemInstruction") or body.get("system_instruction") or {}
     for part in system.get("parts") or []:
         texts.append(str(part.get("text") or ""))
     for content in body.get("contents") or []:
         for part in content.get("parts") or []:
             texts.append(str(part.get("text") or ""))
+            name = _gemini_file(part)
+            if name is not None:
+                files.append(name)
     text = "".join(texts)
     # Google's JSON parser takes both camelCase and snake_case field names; LiteLLM sends snake_case.
     config = body.get("generationConfig") or body.get("generation_config") or {}
@@ -399,6 +435,7 @@ def _parse_gemini(model: str, body: dict[str, Any], key: str, stream: bool) -> C
         completion_tokens=_completion_tokens(max_tokens),
         max_tokens=None if max_tokens is None else int(max_tokens),
         text=text,
+        files=tuple(files),
     )
     return _with_agent(req, body, agents.plan_gemini)
 
@@ -448,6 +485,31 @@ def _gemini_error(code: int, status: str, message: str, details: list[dict[str, 
     if details:
         err["details"] = details
     return {"error": err}
+
+
+def _gemini_file_denied(name: str) -> ErrorReply:
+    """Gemini's answer to a request naming a file another project uploaded (or none did)."""
+    msg = f"You do not have permission to access the File {name} or it may not exist."
+    return 403, _gemini_error(403, "PERMISSION_DENIED", msg), {}
+
+
+# Cloudflare's block page, shortened: what an edge in front of any provider answers for every key.
+EDGE_BLOCK_PAGE = """<!DOCTYPE html>
+<html class="no-js" lang="en-US">
+<head>
+<title>Attention Required! | Cloudflare</title>
+<meta charset="UTF-8" />
+</head>
+<body>
+<div id="cf-wrapper"><div id="cf-error-details" class="cf-error-details-wrapper">
+<h1 data-translate="block_headline">Sorry, you have been blocked</h1>
+<h2 class="cf-subheadline"><span data-translate="unable_to_access">You are unable to access</span> api.example.com</h2>
+<p>This website is using a security service to protect itself from online attacks.</p>
+<p>Cloudflare Ray ID: <strong class="font-semibold">8f1e2d3c4b5a6978</strong></p>
+</div></div>
+</body>
+</html>
+"""
 
 
 def _retry_text(seconds: float) -> str:
@@ -769,10 +831,17 @@ class Upstream:
             return JSONResponse(body, status_code=status, headers=headers)
         info = state.key_info(req.key)
         owner = info.owner
+        if req.provider in state.blocked:
+            # The edge answers before the provider sees the key: the same page for every key.
+            state.record(req, owner, 403, 0)
+            return Response(EDGE_BLOCK_PAGE, status_code=403, media_type="text/html; charset=UTF-8")
         reply: ErrorReply | None = None
         admission: Admission | None = None
+        foreign = [f for f in req.files if state.files.get(f) != owner]
         if info.mode != "ok":
             reply = self._forced(info.mode, req, owner, now)
+        elif foreign:
+            reply = _gemini_file_denied(foreign[0])
         elif CONTEXT_TRIGGER in req.text:
             reply = self._context_too_long(req)
         else:

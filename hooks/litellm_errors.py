@@ -1,0 +1,65 @@
+"""The answers keypool gives a client when its own decision ends a request (too large, refused
+by the provider for the request's sake, blocked), as LiteLLM exceptions: the router's retry and
+fallback rules and the proxy's status mapping treat them like a provider's.
+
+A status the router does not retry (413, a 4xx) leaves the model group at once and goes to its
+alias fallbacks, if any, then to the client with that status.
+"""
+
+from __future__ import annotations
+
+import litellm
+
+from hooks.admission import TooLarge
+from hooks.providers import FailureClass, Verdict, extract_error_json
+from hooks.providers.errors import error_dict
+
+_MAX_TEXT = 600
+
+
+def provider_text(exc: BaseException) -> str:
+    """The provider's own error message inside LiteLLM's wrapping, else the wrapped text, short."""
+    text = str(getattr(exc, "message", "") or exc)
+    message = error_dict(extract_error_json(text)).get("message")
+    return (message if isinstance(message, str) and message else text)[:_MAX_TEXT]
+
+
+def status_error(status: int, message: str, provider: str, group: str) -> Exception:
+    return litellm.APIError(status_code=status, message=message, llm_provider=provider, model=group)
+
+
+def too_large(found: TooLarge) -> Exception:
+    """413 before any upstream call: the catalog says no key of the group can ever take it."""
+    return status_error(
+        413,
+        f"keypool: this request needs about {found.tokens} tokens (prompt + max_tokens, or the catalog's "
+        f"default completion ceiling), more than the {found.window} window of every key in {found.group} "
+        f"({found.room}); no wait makes it fit: send less or set a smaller max_tokens",
+        "keypool",
+        found.group,
+    )
+
+
+def answer(exc: Exception, verdict: Verdict, provider: str, group: str) -> Exception:
+    """What the client gets for a refusal that is not the key's (hooks/failures.py `next_step`)."""
+    kind = verdict.kind
+    if kind == FailureClass.TOO_LARGE and verdict.window is not None:
+        # LiteLLM maps Groq's 413 to a 429: a client would retry what can never fit.
+        return status_error(
+            413,
+            f"keypool: too large for the {verdict.window} window of every {provider} owner tried: {provider_text(exc)}",
+            provider,
+            group,
+        )
+    if kind in (FailureClass.BLOCKED, FailureClass.SYSTEMIC):
+        return litellm.ServiceUnavailableError(
+            message=f"keypool: {provider} refused every key tried without naming the key ({verdict.reason}); "
+            "its keys are probed again shortly",
+            model=group,
+            llm_provider=provider,
+        )
+    status = verdict.status
+    if status is not None and 400 <= status < 500 and status != getattr(exc, "status_code", None):
+        # LiteLLM re-maps some statuses (a Gemini error holding "403" becomes a 400 at times).
+        return status_error(status, provider_text(exc), provider, group)
+    return exc
