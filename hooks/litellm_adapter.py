@@ -20,6 +20,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import RouterRateLimitError
 
 from hooks import (
+    access,
     litellm_data,
     litellm_errors,
     litellm_patches,
@@ -70,11 +71,16 @@ class KeypoolHook(CustomLogger):
         self._gate = RequestGate()
 
     def install_in_proxy(self) -> None:
-        """Inside the proxy: tune away LiteLLM's per-request work for features keypool turns off,
-        and close the ledger when the proxy shuts down (hooks/litellm_patches.py)."""
+        """Inside the proxy: refuse a published admin key on a reachable address; tune away
+        LiteLLM's per-request work for features keypool turns off, stop its health checks that
+        call providers, and close the ledger when the proxy shuts down (hooks/litellm_patches.py)."""
         server = sys.modules.get("litellm.proxy.proxy_server")
         if server is None:
             return
+        problem = access.startup_problem(self.settings.master_key, litellm_data.listen_host())
+        if problem is not None:
+            log.error(problem)
+            raise SystemExit(problem)  # during LiteLLM's start-up: the proxy exits before it listens
         logs.event("litellm_tuning", **litellm_patches.apply())
         if not litellm_patches.close_on_shutdown(self.aclose):
             log.warning("keypool: this LiteLLM has no proxy_shutdown_event; the ledger closes at exit only")
@@ -375,10 +381,28 @@ class KeypoolHook(CustomLogger):
             window=verdict.window,
             parked=[{"scope": p.scope, "until": p.until if math.isfinite(p.until) else "never"} for p in parks],
             reason=verdict.reason,
+            client=litellm_data.client(data),
             **{"class": verdict.kind.value},
         )
+
+    async def async_post_call_failure_hook(
+        self, request_data: dict, original_exception: Exception, user_api_key_dict: Any, traceback_str: Any = None
+    ) -> None:
+        """The error the client gets keeps the provider's message, not the ids of the account
+        behind the key (the proxy answers from this same exception object)."""
+        try:
+            litellm_data.scrub_error(original_exception)
+        except Exception:
+            log.exception("keypool: could not scrub a provider error")
 
     # ---- visibility --------------------------------------------------------------------
     async def pool_state(self) -> dict[str, Any]:
         """Per model group: keys ready, sleeping, parked (by scope, until when, why)."""
         return await status.pool_state(self.store, self.indexes, self.counts, time.time())
+
+    async def pool_health(self, group: str | None, deployment_id: str | None) -> dict[str, Any]:
+        """`GET /health` from pool state: no upstream request. Restores from the ledger first
+        if no request did yet, so a fresh proxy reports the dead keys it remembers."""
+        deployments = self._all_deployments([])
+        await self._ensure_started(deployments)
+        return status.health(infos_of(deployments), await self.store.parks(""), group, deployment_id)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from hooks import redact
 
 
 def deployment_id(data: Mapping[str, Any]) -> str:
@@ -18,6 +22,16 @@ def deployment_id(data: Mapping[str, Any]) -> str:
 
 def call_id(data: Mapping[str, Any]) -> str:
     return str(data.get("litellm_call_id") or (data.get("metadata") or {}).get("litellm_call_id") or "")
+
+
+def client(data: Mapping[str, Any]) -> str:
+    """The name of the key that made the request (hooks/auth.py sets it as the key alias;
+    LiteLLM copies it into the request's metadata). "" when unknown."""
+    for field in ("metadata", "litellm_metadata"):
+        meta = data.get(field)
+        if isinstance(meta, Mapping) and meta.get("user_api_key_alias"):
+            return str(meta["user_api_key_alias"])
+    return ""
 
 
 def max_tokens(data: Mapping[str, Any]) -> int | None:
@@ -93,3 +107,37 @@ def first_deployment_per_group(router: Any) -> dict[str, Mapping[str, Any]]:
     for d in getattr(router, "model_list", None) or []:
         out.setdefault(str(d.get("model_name")), d)
     return out
+
+
+def scrub_error(exc: BaseException) -> None:
+    """Take the provider's account ids out of what LiteLLM will tell the client: the proxy
+    builds its error answer from `message` (and `str(exc)`) of this very exception object."""
+    for name in ("message", "body"):
+        value = getattr(exc, name, None)
+        if isinstance(value, str):
+            setattr(exc, name, redact.provider_ids(value))
+        elif isinstance(value, Mapping):
+            setattr(exc, name, json.loads(redact.provider_ids(json.dumps(value, default=str))))
+    exc.args = tuple(redact.provider_ids(a) if isinstance(a, str) else a for a in exc.args)
+
+
+def listen_host(argv: list[str] | None = None) -> str | None:
+    """The address the proxy listens on, as LiteLLM's CLI resolves it (`--host`, else HOST,
+    else its default 0.0.0.0). Inside `litellm` the CLI's own context holds it; a worker
+    process started by uvicorn re-parses the command line it inherited. None: not known."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if argv is None and ctx is not None and isinstance(ctx.params.get("host"), str):
+        return str(ctx.params["host"])
+    argv = sys.argv if argv is None else argv
+    if not argv or Path(argv[0]).name not in ("litellm", "proxy_cli.py"):
+        return None
+    try:
+        from litellm.proxy.proxy_cli import run_server
+
+        with run_server.make_context("litellm", list(argv[1:]), resilient_parsing=True) as parsed:
+            host = parsed.params.get("host")
+    except Exception:  # a command line this LiteLLM's CLI does not take: the host is unknown
+        return None
+    return host if isinstance(host, str) else None

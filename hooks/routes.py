@@ -3,22 +3,29 @@
 LiteLLM builds its app before it loads the config that names keypool's hooks, so keypool adds
 its routes when the hook is created inside the proxy. They go to the FRONT of the route list:
 Starlette serves the first match, so a keypool route may also replace one of LiteLLM's.
+
+Replaced: LiteLLM's `GET /health` sends a real request to every deployment (a day of Gemini
+quota per probe, none of it admitted or recorded); keypool answers it from pool state.
+`POST /health/test_connection` calls a provider with whatever it is given, outside admission
+and the ledger: keypool turns it off.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from hooks import access
 from hooks.settings import Settings
 
 
 class PoolView(Protocol):
     async def pool_state(self) -> dict[str, Any]: ...
+
+    async def pool_health(self, group: str | None, deployment_id: str | None) -> dict[str, Any]: ...
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -32,10 +39,8 @@ def bearer(request: Request) -> str:
     return (request.headers.get("x-api-key") or "").strip()
 
 
-def is_admin(request: Request, settings: Settings) -> bool:
-    presented = bearer(request)
-    master = settings.master_key
-    return bool(master and presented) and hmac.compare_digest(presented.encode(), master.encode())
+def caller(request: Request, settings: Settings) -> access.Caller | None:
+    return access.identify(bearer(request), settings.master_key, settings.client_keys)
 
 
 def error(status: int, message: str, type_: str = "invalid_request_error", **headers: str) -> JSONResponse:
@@ -49,8 +54,11 @@ def error(status: int, message: str, type_: str = "invalid_request_error", **hea
 
 def admin_only(settings: Settings, handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
-        if not is_admin(request, settings):
+        who = caller(request, settings)
+        if who is None:
             return error(401, "keypool: this route needs the admin key (LITELLM_MASTER_KEY)", "auth_error")
+        if not who.admin:
+            return error(403, f"keypool: client key {who.name!r} may not use {request.url.path}", "permission_error")
         return await handler(request)
 
     return guarded
@@ -69,5 +77,27 @@ def install(app: FastAPI, settings: Settings, view: PoolView) -> list[str]:
     async def status(request: Request) -> Response:
         return JSONResponse(await view.pool_state())
 
+    async def health(request: Request) -> Response:
+        group = request.query_params.get("model") or None
+        deployment_id = request.query_params.get("model_id") or None
+        result = await view.pool_health(group, deployment_id)
+        targeted = group is not None or deployment_id is not None
+        if targeted and not result["healthy_count"] + result["unhealthy_count"]:
+            field = "model_id" if deployment_id is not None else "model"
+            return error(404, f"keypool: no deployment matches {field}={deployment_id or group!r}")
+        # LiteLLM's contract: a check of one model with nothing healthy is a 503.
+        return JSONResponse(result, status_code=503 if targeted and not result["healthy_count"] else 200)
+
+    async def test_connection(request: Request) -> Response:
+        return error(
+            403,
+            "keypool: POST /health/test_connection is turned off: it calls a provider outside keypool's "
+            "admission and ledger. GET /health answers from pool state; `make revalidate` probes parked keys "
+            "through admission.",
+            "permission_error",
+        )
+
     add_front(app, "/keypool/status", admin_only(settings, status), ["GET"])
-    return ["/keypool/status"]
+    add_front(app, "/health", admin_only(settings, health), ["GET"])
+    add_front(app, "/health/test_connection", admin_only(settings, test_connection), ["POST"])
+    return ["/keypool/status", "/health", "/health/test_connection"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,11 +20,28 @@ DEFAULT_REDIS_PREFIX = "keypool:"
 # the pool probes again at least this often. Mirrors hooks/failures.py (settings import nothing).
 DEFAULT_PROBE_PARK_MAX = 60.0
 PROBE_PARK_LIMIT = 120.0
+CLIENT_KEYS_VARIABLE = "KEYPOOL_CLIENT_KEYS"
+ADMIN_NAME = "admin"  # what the ledger records for requests made with LITELLM_MASTER_KEY
+MIN_CLIENT_KEY_LENGTH = 16
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class SettingsError(ValueError):
+    """A variable keypool cannot start with; the message names it and never echoes a key."""
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """A named key that may use the inference routes only (KEYPOOL_CLIENT_KEYS)."""
+
+    name: str
+    key: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class Settings:
-    master_key: str = ""
+    master_key: str = field(default="", repr=False)
+    client_keys: tuple[ClientKey, ...] = ()
     log_level: str = "INFO"
     # KEYPOOL_REDIS_URL first: LiteLLM also acts on REDIS_URL (its own usage counters, ~4 Redis
     # commands per request keypool does not need), so `make run` hands the URL to keypool alone.
@@ -36,8 +54,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        master_key = env.get("LITELLM_MASTER_KEY", "")
         return cls(
-            master_key=env.get("LITELLM_MASTER_KEY", ""),
+            master_key=master_key,
+            client_keys=client_keys(env.get(CLIENT_KEYS_VARIABLE, ""), master_key),
             log_level=(env.get("KEYPOOL_LOG_LEVEL") or "INFO").upper(),
             redis_url=redis_url(env),
             redis_prefix=env.get("KEYPOOL_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
@@ -50,6 +70,42 @@ class Settings:
     def shared(self) -> bool:
         """State lives in Redis, shared by every process that names the same URL."""
         return bool(self.redis_url)
+
+
+def client_keys(raw: str, master_key: str = "") -> tuple[ClientKey, ...]:
+    """`name:key,name:key` -> ClientKeys. Strict: any malformed entry stops the start-up, with
+    the entry's position (and name, once known) but never a key in the message."""
+    if not raw.strip():
+        return ()
+    out: list[ClientKey] = []
+    names: set[str] = set()
+    for n, entry in enumerate(raw.split(","), start=1):
+        entry = entry.strip()
+        where = f"{CLIENT_KEYS_VARIABLE}: entry {n}"
+        if not entry:
+            raise SettingsError(f"{where} is empty (a stray comma?); expected name:key,name:key")
+        name, sep, key = entry.partition(":")
+        name, key = name.strip(), key.strip()
+        if not sep or not name or not key:
+            raise SettingsError(f"{where} is not name:key (e.g. agents:sk-...)")
+        if not _CLIENT_NAME.fullmatch(name):
+            raise SettingsError(f"{where}: a name is 1-64 of A-Z a-z 0-9 _ . - and starts with a letter or digit")
+        if name == ADMIN_NAME:
+            raise SettingsError(f"{where}: the name {ADMIN_NAME!r} is reserved for LITELLM_MASTER_KEY")
+        if name in names:
+            raise SettingsError(f"{where}: the name {name!r} is given twice")
+        if any(c.isspace() for c in key) or len(key) < MIN_CLIENT_KEY_LENGTH:
+            raise SettingsError(
+                f"{where}: the key of {name!r} must be at least {MIN_CLIENT_KEY_LENGTH} characters without spaces"
+            )
+        if master_key and key == master_key:
+            raise SettingsError(f"{where}: the key of {name!r} is LITELLM_MASTER_KEY; a client key must differ")
+        if any(key == other.key for other in out):
+            other = next(o.name for o in out if o.key == key)
+            raise SettingsError(f"{where}: {name!r} and {other!r} have the same key")
+        names.add(name)
+        out.append(ClientKey(name, key))
+    return tuple(out)
 
 
 def redis_url(env: Mapping[str, str]) -> str:

@@ -2,9 +2,15 @@
 
     python -m scripts.revalidate [--env-file .env] [--config-dir config] [--dry-run] [--json]
 
+Each probe is a request like any other (hooks/probes.py): admitted through the quota store
+first (the key's bucket must have room; the key's own park is what is being tested), recorded
+in the ledger as one row with its outcome classified (`revalidated` when the key is valid,
+else its failure class), settled to the tokens the provider counted. A key whose buckets have
+no room is not probed now ("not probed").
+
 Keys that answer are parked no longer: in Redis (REDIS_URL or KEYPOOL_REDIS_URL) at once for every running proxy; in
 memory mode in `$KEYPOOL_DATA_DIR/parks.json`, read when the proxy starts (stop the proxy first,
-it rewrites that file). Either way a `revalidated` row in the ledger outranks the old verdict,
+it rewrites that file). Either way the `revalidated` row in the ledger outranks the old verdict,
 so a restart does not bring it back.
 """
 
@@ -16,7 +22,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,12 +33,12 @@ from rich.table import Table
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hooks import probes
 from hooks.deployment import Deployment
-from hooks.ledger import UsageRow, UsageStore
-from hooks.providers import FailureClass, classify
-from hooks.quota import storage_from_url
+from hooks.ledger import UsageStore
+from hooks.providers import Verdict, classify
+from hooks.quota import Admission, Store, storage_from_url
 from hooks.settings import Settings
-from hooks.settings import redis_url as keypool_redis_url
 from scripts.generate_config import ROOT, GenerationError, build, read_env
 
 KEY_OUTCOMES = ("dead_key", "payment")
@@ -45,7 +50,7 @@ class Probe:
     key: str
     provider: str
     model: str
-    result: str  # "back", "still out", "unknown"
+    result: str  # "back", "still out", "unknown", "not probed" (no quota for a probe now)
     detail: str
 
 
@@ -55,7 +60,8 @@ def _dead_from_ledger(ledger: UsageStore) -> set[str]:
     return {r.key_fingerprint for r in rows if r.outcome in KEY_OUTCOMES}
 
 
-async def _probe(deployment: dict[str, Any], env: dict[str, str]) -> tuple[str, str]:
+async def _call(deployment: dict[str, Any], env: dict[str, str]) -> tuple[Verdict | None, int | None, Any]:
+    """Send the probe: (the provider's verdict or None if it answered, HTTP status, usage)."""
     import litellm
 
     litellm.suppress_debug_info = True  # it prints a help banner to stdout on every failure
@@ -65,72 +71,64 @@ async def _probe(deployment: dict[str, Any], env: dict[str, str]) -> tuple[str, 
     info = Deployment.from_deployment(deployment)
     assert info is not None
     try:
-        await litellm.acompletion(
+        response = await litellm.acompletion(
             model=params["model"],
             api_key=api_key,
             api_base=env[base.removeprefix("os.environ/")] if base else None,
             messages=[{"role": "user", "content": "ping"}],
-            max_tokens=1,
+            max_tokens=probes.MAX_TOKENS,
             num_retries=0,
         )
-        return "back", "answered"
+        return None, 200, getattr(response, "usage", None)
     except Exception as exc:  # the provider's verdict decides, whatever LiteLLM raised
         status = getattr(exc, "status_code", None)
+        status = status if isinstance(status, int) else None
         text = str(getattr(exc, "message", exc))
-        verdict = classify(info.provider, status if isinstance(status, int) else None, {}, text, time.time())
-        if verdict.kind in (FailureClass.DEAD_KEY, FailureClass.PAYMENT):
-            return "still out", verdict.kind.value
-        if verdict.kind in (
-            FailureClass.RATE_LIMIT,
-            FailureClass.DAILY_QUOTA,
-            FailureClass.AMBIGUOUS_429,
-            FailureClass.UPSTREAM_BUSY,
-        ):
-            return "back", f"valid, currently {verdict.kind.value}"
-        return "unknown", verdict.kind.value
+        return classify(info.provider, status, {}, text, time.time()), status, None
+
+
+async def _probe_key(
+    store: Store, ledger: UsageStore, fp: str, deployments: list[dict[str, Any]], env: dict[str, str], dry_run: bool
+) -> Probe:
+    """Probe one key on the first of its models whose bucket admits a request."""
+    first = Deployment.from_deployment(deployments[0])
+    assert first is not None
+    if dry_run:
+        return Probe(fp, first.provider, first.model, "unknown", "dry run")
+    refusal: Admission | None = None
+    for deployment in deployments:
+        info = Deployment.from_deployment(deployment)
+        assert info is not None
+        reserved = await probes.reserve(store, info, time.time())
+        if isinstance(reserved, Admission):
+            refusal = reserved
+            continue
+        verdict, status, usage = await _call(deployment, env)
+        judgement = await probes.record(store, ledger, reserved, verdict, status, usage, time.time())
+        return Probe(fp, info.provider, info.model, judgement.result, judgement.detail)
+    why = refusal.reason if refusal is not None else "no model"
+    return Probe(fp, first.provider, first.model, "not probed", f"no quota now ({why})")
 
 
 async def run(env: dict[str, str], config_dir: Path, dry_run: bool) -> list[Probe]:
     gen = build(env, config_dir)
-    by_fp: dict[str, dict[str, Any]] = {}
+    by_fp: dict[str, list[dict[str, Any]]] = {}
     for d in gen.config["model_list"]:
-        by_fp.setdefault(d["model_info"]["keypool"]["key_fingerprint"], d)
+        by_fp.setdefault(d["model_info"]["keypool"]["key_fingerprint"], []).append(d)
 
-    redis_url = keypool_redis_url(env)
-    data_dir = Path(env.get("KEYPOOL_DATA_DIR") or "data")
+    settings = Settings.from_env(env)
     store = storage_from_url(
-        redis_url, prefix=env.get("KEYPOOL_REDIS_PREFIX", "keypool:"), persist_path=data_dir / "parks.json"
+        settings.redis_url, prefix=settings.redis_prefix, persist_path=settings.data_dir / "parks.json"
     )
-    parked = {scope.removeprefix("key:") for scope in await store.parks("key:")}
-    ledger = UsageStore.from_settings(Settings.from_env(env), instance_id="revalidate")
+    ledger = UsageStore.from_settings(settings, instance_id="revalidate")
     try:
+        infos = {i.deployment_id: i for i in map(Deployment.from_deployment, gen.config["model_list"]) if i}
+        if not dry_run:
+            await probes.restore_once(store, ledger, infos, time.time())
+        parked = {scope.removeprefix("key:") for scope in await store.parks("key:")}
         dead = parked | await asyncio.to_thread(_dead_from_ledger, ledger)
-        probes: list[Probe] = []
-        for fp in sorted(dead):
-            deployment = by_fp.get(fp)
-            if deployment is None:  # the key is no longer in .env (or its value changed)
-                continue
-            info = Deployment.from_deployment(deployment)
-            assert info is not None
-            result, detail = ("unknown", "dry run") if dry_run else await _probe(deployment, env)
-            probes.append(Probe(fp, info.provider, info.model, result, detail))
-            if result == "back":
-                await store.unpark(f"key:{fp}")
-                ledger.record(
-                    UsageRow(
-                        ts=datetime.now(UTC),
-                        request_id=f"revalidate-{uuid.uuid4().hex}",
-                        attempt=1,
-                        provider=info.provider,
-                        model=info.model,
-                        deployment_id=info.deployment_id,
-                        key_index=info.key_index,
-                        key_fingerprint=fp,
-                        owner=info.owner,
-                        outcome="revalidated",
-                    )
-                )
-        return probes
+        # A key no longer in .env (or whose value changed) has no deployment: nothing to probe.
+        return [await _probe_key(store, ledger, fp, by_fp[fp], env, dry_run) for fp in sorted(dead) if fp in by_fp]
     finally:
         ledger.close()
 

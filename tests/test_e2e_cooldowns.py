@@ -173,13 +173,15 @@ def test_revalidate_brings_back_only_the_keys_that_answer(upstream: FakeUpstream
     upstream.configure(keys={healed: {"mode": "dead"}, gone: {"mode": "dead"}})
     # Five keys: two dead ones are not "more than half", which would be a systemic event.
     env = pool_env(upstream.url, {"groq": 5}, prefix="reval")
-    proxy = Proxy(tmp_path, env, roomy(tmp_path, "groq", "llama-3.3-70b-versatile"))
+    config = roomy(tmp_path, "groq", "llama-3.3-70b-versatile")
+    proxy = Proxy(tmp_path, env, config)
     with proxy:
         assert all(not isinstance(r, Exception) for r in ask(proxy, GROQ, 60))  # both dead keys are hit: (4/5)^60
         assert sorted(e["class"] for e in events(proxy)) == ["dead_key", "dead_key"]
     upstream.configure(keys={healed: {"mode": "ok"}})  # the provider restored key 1
     probe = subprocess.run(
-        [sys.executable, "-m", "scripts.revalidate", "--env-file", "/dev/null", "--json"],
+        # The proxy's own catalogs: a probe goes to a deployment the proxy knows.
+        [sys.executable, "-m", "scripts.revalidate", "--env-file", "/dev/null", "--json", "--config-dir", str(config)],
         cwd=ROOT,
         env={**proxy.process_env()},
         capture_output=True,

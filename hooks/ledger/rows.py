@@ -14,10 +14,12 @@ SUCCESS = "success"
 # or a 5xx may or may not count upstream): the rate-limit windows must never be looser than the
 # provider. Absent: refusals of the credential or account itself (dead_key, payment,
 # model_unavailable, systemic), pages of an edge in front of the provider (blocked) and
-# anything that never left keypool.
+# anything that never left keypool. `revalidated` is a probe of a parked key that found it valid
+# (scripts/revalidate.py): the provider counted that request too.
 QUOTA_OUTCOMES: frozenset[str] = frozenset(
     {
         SUCCESS,
+        "revalidated",
         "rate_limit",
         "daily_quota",
         "ambiguous_429",
