@@ -6,7 +6,6 @@ the ledger after each success) and owns nothing but the per-process wiring betwe
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import sys
@@ -15,9 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import litellm
 from litellm.integrations.custom_logger import CustomLogger
-from litellm.types.router import RouterRateLimitError
 
 from hooks import (
     access,
@@ -201,7 +198,7 @@ class KeypoolHook(CustomLogger):
         if refusal is not None and refusal.final:
             raise refusal.answer.with_traceback(None) from None
         if state.prompt_tokens is None:
-            state.prompt_tokens = self._count_prompt(healthy_deployments[0], messages)
+            state.prompt_tokens = litellm_data.count_prompt(healthy_deployments[0], messages)
         max_tokens = litellm_data.max_tokens(kwargs)
         too_large = never_fits(index, model, state.prompt_tokens, max_tokens)
         if too_large is not None:
@@ -232,7 +229,7 @@ class KeypoolHook(CustomLogger):
             if state.last_error is not None and not math.isfinite(exc.wake_at):
                 # Every key left was tried for this request and failed: say what failed.
                 raise state.last_error.with_traceback(None) from None
-            raise self._refusal(model, exc, now) from None
+            raise litellm_errors.no_capacity(model, exc, now) from None
         if refusal is not None:
             refusal.final = True
         dep = choice.info.deployment_id
@@ -240,38 +237,6 @@ class KeypoolHook(CustomLogger):
         state.attempts += 1
         state.reservations[dep] = Reservation(choice.info, choice.tokens, choice.admission.slots, now, state.attempts)
         return [self._deployments.get(dep) or next(d for d in healthy_deployments if d["model_info"]["id"] == dep)]
-
-    @staticmethod
-    def _refusal(model: str, exc: NoCapacity, now: float) -> Exception:
-        if exc.too_large:
-            return litellm_errors.status_error(
-                413,
-                f"keypool: the request's token estimate exceeds a token window of every key in {model}",
-                "keypool",
-                model,
-            )
-        if not math.isfinite(exc.wake_at):
-            return litellm.ServiceUnavailableError(
-                message=f"keypool: no usable key left in {model} (dead, unpaid or without this model)",
-                model=model,
-                llm_provider="keypool",
-            )
-        err = RouterRateLimitError(
-            model=model, cooldown_time=max(1.0, exc.wake_at - now), enable_pre_call_checks=False, cooldown_list=[]
-        )
-        # Nothing frees before Retry-After, so LiteLLM's retries (with backoff sleeps on
-        # one-key groups) would only delay the answer; the router reads this attribute.
-        err.num_retries = 0  # type: ignore[attr-defined]
-        return err
-
-    @staticmethod
-    def _count_prompt(deployment: Mapping[str, Any], messages: list | None) -> int:
-        if not messages:
-            return 1
-        try:
-            return int(litellm.token_counter(model=deployment["litellm_params"]["model"], messages=messages))
-        except Exception:  # an odd message shape must not block admission: fall back to size
-            return max(1, len(json.dumps(messages, default=str)) // 4)
 
     # ---- settlement --------------------------------------------------------------------
     async def _settle(self, res: Reservation, actual: int | None) -> None:

@@ -141,3 +141,15 @@ def listen_host(argv: list[str] | None = None) -> str | None:
     except Exception:  # a command line this LiteLLM's CLI does not take: the host is unknown
         return None
     return host if isinstance(host, str) else None
+
+
+def count_prompt(deployment: Mapping[str, Any], messages: list | None) -> int:
+    """The prompt's tokens by LiteLLM's counter for the deployment's model."""
+    if not messages:
+        return 1
+    import litellm  # only inside the proxy; the rest of this module reads plain data
+
+    try:
+        return int(litellm.token_counter(model=deployment["litellm_params"]["model"], messages=messages))
+    except Exception:  # an odd message shape must not block admission: fall back to size
+        return max(1, len(json.dumps(messages, default=str)) // 4)

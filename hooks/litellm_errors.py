@@ -8,9 +8,12 @@ alias fallbacks, if any, then to the client with that status.
 
 from __future__ import annotations
 
-import litellm
+import math
 
-from hooks.admission import TooLarge
+import litellm
+from litellm.types.router import RouterRateLimitError
+
+from hooks.admission import NoCapacity, TooLarge
 from hooks.providers import FailureClass, Verdict, extract_error_json
 from hooks.providers.errors import error_dict
 
@@ -63,3 +66,27 @@ def answer(exc: Exception, verdict: Verdict, provider: str, group: str) -> Excep
         # LiteLLM re-maps some statuses (a Gemini error holding "403" becomes a 400 at times).
         return status_error(status, provider_text(exc), provider, group)
     return exc
+
+
+def no_capacity(model: str, exc: NoCapacity, now: float) -> Exception:
+    """The answer when no key of the group can take the request now."""
+    if exc.too_large:
+        return status_error(
+            413,
+            f"keypool: the request's token estimate exceeds a token window of every key in {model}",
+            "keypool",
+            model,
+        )
+    if not math.isfinite(exc.wake_at):
+        return litellm.ServiceUnavailableError(
+            message=f"keypool: no usable key left in {model} (dead, unpaid or without this model)",
+            model=model,
+            llm_provider="keypool",
+        )
+    err = RouterRateLimitError(
+        model=model, cooldown_time=max(1.0, exc.wake_at - now), enable_pre_call_checks=False, cooldown_list=[]
+    )
+    # Nothing frees before Retry-After, so LiteLLM's retries (with backoff sleeps on
+    # one-key groups) would only delay the answer; the router reads this attribute.
+    err.num_retries = 0  # type: ignore[attr-defined]
+    return err
