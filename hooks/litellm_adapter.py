@@ -11,6 +11,7 @@ import logging
 import math
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,11 +24,11 @@ from hooks import litellm_data, litellm_patches, logs, restore, routes, settleme
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
 from hooks.deployment import Deployment
 from hooks.failures import PERSISTENT_KINDS, Strikes
-from hooks.ledger import UsageStore
+from hooks.ledger import ABANDONED, SUCCESS, UNSETTLED, UsageStore
 from hooks.logs import log
 from hooks.providers import FailureClass, classify
 from hooks.quota import Store, storage_from_url
-from hooks.requests import RequestTracker, Reservation, usage_row
+from hooks.requests import RequestState, RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current
 
 
@@ -46,6 +47,7 @@ class KeypoolHook(CustomLogger):
         self.indexes: dict[str, GroupIndex] = {}
         self._deployments: dict[str, dict[str, Any]] = {}
         self._requests = RequestTracker()
+        self._restorer: restore.Restorer | None = None
         self._strikes = Strikes()
         self._headers = settlement.HeaderLearning()
         self.counts: Counter[tuple[str, str]] = Counter()
@@ -88,6 +90,8 @@ class KeypoolHook(CustomLogger):
     # ---- start-up: restore what the ledger remembers -------------------------------------
     async def _ensure_started(self, deployments: Sequence[dict[str, Any]]) -> None:
         if self._started:
+            if self._restorer is not None:
+                self._restorer.poll(time.time())  # a failed restore is retried in the background
             return
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
@@ -95,7 +99,10 @@ class KeypoolHook(CustomLogger):
             if self._started:
                 return
             try:
-                await self._hydrate(self._all_deployments(deployments))
+                infos = {i.deployment_id: i for i in infos_of(self._all_deployments(deployments))}
+                if infos:
+                    self._restorer = restore.Restorer(self.store, self.ledger, self.shared)
+                    await self._restorer.first(infos)
             except Exception:
                 log.exception("keypool: could not restore usage from the ledger; starting from empty buckets")
             self._started = True
@@ -111,19 +118,21 @@ class KeypoolHook(CustomLogger):
             pass
         return list(seen)
 
-    async def _hydrate(self, deployments: Sequence[dict[str, Any]]) -> None:
-        infos = {i.deployment_id: i for i in infos_of(deployments)}
-        if not infos or not await self._claim_hydration():
-            return
-        units, parks = await restore.restore(self.store, self.ledger, infos, time.time())
-        logs.event("restored", units=units, parks=parks)
+    # ---- requests: keypool's own ids ----------------------------------------------------
+    def _open(self, kwargs: dict, now: float) -> RequestState:
+        """The state of this client request under keypool's id, made on its first attempt."""
+        for gone in self._requests.expire(now):
+            res = gone.reservation
+            self._record(res, gone.state, UNSETTLED, None, ended=now, held_tokens=res.tokens)
+            logs.event("attempt_unsettled", logging.WARNING, request=gone.state.request_id, key=res.info.fingerprint)
+        rid = litellm_data.request_id(kwargs)
+        if rid is None:
+            new = uuid.uuid4().hex
+            rid = litellm_data.stamp_request(kwargs, new) or new
+        return self._requests.open(rid, now, litellm_data.client_request_id(kwargs), litellm_data.client_name(kwargs))
 
-    async def _claim_hydration(self) -> bool:
-        """Only one process restores into a shared store, and only while it is empty."""
-        return await self.store.claim_once("hydrated")
-
-    def _record(self, res: Reservation, call_id: str, outcome: str, status: int | None, **kw: Any) -> None:
-        self.ledger.record(usage_row(res, call_id, outcome, status, **kw))
+    def _record(self, res: Reservation, state: RequestState, outcome: str, status: int | None, **kw: Any) -> None:
+        self.ledger.record(usage_row(res, state, outcome, status, **kw))
 
     def _index(self, group: str, deployments: Sequence[dict[str, Any]]) -> GroupIndex | None:
         index = self.indexes.get(group)
@@ -155,9 +164,9 @@ class KeypoolHook(CustomLogger):
         if index is None:
             return healthy_deployments
         await self._ensure_started(healthy_deployments)
-        kwargs = request_kwargs or {}
+        kwargs = request_kwargs if request_kwargs is not None else {}
         now = time.time()
-        state = self._requests.open(litellm_data.call_id(kwargs) or f"anon-{id(kwargs)}", now)
+        state = self._open(kwargs, now)
         if state.client_error is not None:
             # The client's own error already came back once: no other key should see it.
             # LiteLLM formats the traceback of whatever this raises; without the original
@@ -187,9 +196,7 @@ class KeypoolHook(CustomLogger):
                 raise state.last_error.with_traceback(None) from None
             raise self._refusal(model, exc, now) from None
         dep = choice.info.deployment_id
-        state.tried.add(dep)
-        state.attempts += 1
-        state.reservations[dep] = Reservation(choice.info, choice.tokens, choice.admission.slots, now, state.attempts)
+        state.reserve(choice.info, choice.tokens, choice.admission.slots, now)
         return [self._deployments.get(dep) or next(d for d in healthy_deployments if d["model_info"]["id"] == dep)]
 
     @staticmethod
@@ -251,15 +258,18 @@ class KeypoolHook(CustomLogger):
 
     async def _on_success(self, kwargs: dict, response_obj: Any) -> None:
         dep = litellm_data.deployment_id(kwargs)
-        call_id = litellm_data.call_id(kwargs)
-        state = self._requests.get(call_id)
+        state = self._requests.get(litellm_data.request_id(kwargs))
         res = state.reservations.pop(dep, None) if state else None
         usage = getattr(response_obj, "usage", None)
         total = getattr(usage, "total_tokens", None) if usage is not None else None
-        if res is not None:
+        if state is not None and res is not None:
             await self._settle(res, int(total) if isinstance(total, int) else res.tokens)
             cost = litellm_data.response_cost(kwargs, response_obj)
-            self._record(res, call_id, "success", 200, usage=usage, cost=cost)
+            # A stream the client left: LiteLLM bills what was streamed until then.
+            outcome = ABANDONED if litellm_data.client_disconnected(kwargs) else SUCCESS
+            self._record(res, state, outcome, 200, usage=usage, cost=cost)
+            if not state.reservations:
+                self._requests.close(state.request_id)
         info = res.info if res is not None else self._info(dep)
         if info is None:
             return
@@ -284,21 +294,25 @@ class KeypoolHook(CustomLogger):
 
     async def _on_failure(self, data: Mapping[str, Any], exc: Exception) -> None:
         now = time.time()
+        # A timeout after sending or an error after the stream began: the provider may have
+        # counted the tokens, so they stay counted here too.
+        started = litellm_data.provider_started(exc)
         exc = litellm_data.unwrap(exc)  # type: ignore[assignment]
+        started = started or litellm_data.provider_started(exc)
         dep = litellm_data.deployment_id(data)
-        call_id = litellm_data.call_id(data)
-        state = self._requests.get(call_id)
+        state = self._requests.get(litellm_data.request_id(data))
         res = state.reservations.pop(dep, None) if state else None
         info = res.info if res else self._info(dep)
         if info is None:
             return
-        if res is not None:
+        if res is not None and not started:
             await self._settle(res, 0)  # the provider refused: tokens come back
         status = litellm_data.error_status(exc)
         headers = litellm_data.error_headers(exc)
         verdict = classify(info.provider, status, headers, litellm_data.error_text(exc), now)
-        if res is not None:
-            self._record(res, call_id, verdict.kind.value, status, ended=now)
+        if state is not None and res is not None:
+            held = res.tokens if started else 0
+            self._record(res, state, verdict.kind.value, status, ended=now, held_tokens=held)
         if state is not None:
             state.last_error = exc
             if verdict.kind in (FailureClass.CLIENT_ERROR, FailureClass.TOO_LARGE):
