@@ -67,6 +67,8 @@ class KeypoolHook(CustomLogger):
 
     async def aclose(self) -> None:
         """Write or journal every pending ledger row (SIGTERM, proxy shutdown)."""
+        if self._restorer is not None:
+            self._restorer.close()
         if self._ledger is not None:
             await asyncio.to_thread(self._ledger.close, 10.0)
 
@@ -90,8 +92,6 @@ class KeypoolHook(CustomLogger):
     # ---- start-up: restore what the ledger remembers -------------------------------------
     async def _ensure_started(self, deployments: Sequence[dict[str, Any]]) -> None:
         if self._started:
-            if self._restorer is not None:
-                self._restorer.poll(time.time())  # a failed restore is retried in the background
             return
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
@@ -292,11 +292,26 @@ class KeypoolHook(CustomLogger):
         except Exception:
             log.exception("keypool: failure bookkeeping failed")
 
-    async def _on_failure(self, data: Mapping[str, Any], exc: Exception) -> None:
+    async def async_log_failure_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        """A stream that fails after it began reaches no deployment hook, only this event
+        (LiteLLM's CustomStreamWrapper dispatches it as a task). For every other failed
+        attempt LiteLLM awaits this event right after the deployment hook, which has settled
+        the attempt already: then there is nothing left to do here."""
+        try:
+            state = self._requests.get(litellm_data.request_id(kwargs))
+            res = state.reservations.get(litellm_data.deployment_id(kwargs)) if state else None
+            exc = kwargs.get("exception")
+            # Only the request's latest attempt can be the stream that is running.
+            if state is not None and res is not None and res.attempt == state.attempts and isinstance(exc, Exception):
+                await self._on_failure(kwargs, exc, started=True)
+        except Exception:
+            log.exception("keypool: failure bookkeeping failed")
+
+    async def _on_failure(self, data: Mapping[str, Any], exc: Exception, started: bool = False) -> None:
         now = time.time()
         # A timeout after sending or an error after the stream began: the provider may have
         # counted the tokens, so they stay counted here too.
-        started = litellm_data.provider_started(exc)
+        started = started or litellm_data.provider_started(exc)
         exc = litellm_data.unwrap(exc)  # type: ignore[assignment]
         started = started or litellm_data.provider_started(exc)
         dep = litellm_data.deployment_id(data)

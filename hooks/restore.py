@@ -248,7 +248,8 @@ async def restore(
 
 class Restorer:
     """Restores once per store: at the first request, and again in the background until it
-    has succeeded (the ledger may be down at start). Never blocks a request after the first."""
+    has succeeded (the ledger may be down at start), with or without traffic. Never blocks a
+    request after the first."""
 
     def __init__(self, store: Store, ledger: UsageStore, shared: bool) -> None:
         self._store = store
@@ -257,7 +258,7 @@ class Restorer:
         self._except_instance = None if shared else ledger.instance_id
         self.done = False
         self._delay = RETRY_FIRST
-        self._retry_at = 0.0
+        self._retry: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._infos: dict[str, Deployment] = {}
         self.attempts = 0
@@ -268,10 +269,14 @@ class Restorer:
         self._infos = dict(infos)
         await self._try()
 
-    def poll(self, now: float) -> None:
-        """On each request: start a background retry when one is due."""
-        if self.done or now < self._retry_at or (self._task is not None and not self._task.done()):
-            return
+    def close(self) -> None:
+        """Stop retrying (shutdown)."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    def _spawn(self) -> None:
+        self._retry = None
         self._task = asyncio.get_running_loop().create_task(self._try())
 
     async def _try(self) -> None:
@@ -307,7 +312,7 @@ class Restorer:
             log.warning("keypool: could not end the restore turn", exc_info=True)
 
     def _later(self, exc: BaseException | None) -> None:
-        self._retry_at = time.time() + self._delay
+        self._retry = asyncio.get_running_loop().call_later(self._delay, self._spawn)
         if exc is not None:
             logs.event(
                 "restore_failed",

@@ -203,6 +203,7 @@ async def test_restore_with_the_ledger_away_changes_nothing_and_is_retried(tmp_p
     assert not restorer.done and restorer.attempts == 1
     assert (await store.begin_restore(time.time(), 60)).born is not None  # the turn was handed back
     await store.end_restore(False)
+    restorer.close()
     away.close()
 
 
