@@ -191,3 +191,22 @@ async def test_tokens_of_an_attempt_the_provider_started_stay_counted(hook: Keyp
     with hook.ledger.engine.connect() as conn:
         timeout_row = conn.execute(sa.select(usage_table).where(usage_table.c.outcome == "transient")).one()
     assert timeout_row.total_tokens == held  # and the ledger says so, for the next restore
+
+
+async def test_a_stream_that_breaks_after_it_began_is_settled_once_from_the_failure_event(hook: KeypoolHook) -> None:
+    pool = deps(2, {"rpm": 100, "tpm": 10_000})
+    broken = litellm.APIConnectionError(message="Response payload is not completed", llm_provider="groq", model="m")
+    # A failure the deployment hook already settled: LiteLLM's failure event that follows is a no-op.
+    refused = request()
+    dep = await pick(hook, pool, refused)
+    await hook.async_post_call_failure_deployment_hook(attempt(refused, dep), context_error(), None)
+    await hook.async_log_failure_event({**attempt(refused, dep), "exception": context_error()}, None, None, None)
+    # A stream that broke mid-way reaches only the failure event: settled there, tokens kept.
+    streaming = request()
+    dep = await pick(hook, pool, streaming)
+    await hook.async_log_failure_event({**attempt(streaming, dep), "exception": broken}, None, None, None)
+    await hook.async_log_failure_event({**attempt(streaming, dep), "exception": broken}, None, None, None)
+    assert hook.ledger.flush()
+    with hook.ledger.engine.connect() as conn:
+        got = conn.execute(sa.select(usage_table).order_by(usage_table.c.id)).all()
+    assert [(r.outcome, r.total_tokens > 0) for r in got] == [("too_large", False), ("transient", True)]
