@@ -104,6 +104,6 @@ class RedisBuckets:
         await self._redis.delete(f"{self._prefix}once:restoring")
 
     async def flush_all(self) -> None:
-        """Delete every key under the prefix, claims included."""
+        """Delete every key under the prefix, restore markers included."""
         async for key in self._redis.scan_iter(match=self._prefix + "*", count=1000):
             await self._redis.delete(key)

@@ -64,5 +64,5 @@ class Store(Counters, Parks, Protocol):
         ...
 
     async def flush_all(self) -> None:
-        """Forget every counter, park and claim (tests and resets)."""
+        """Forget every counter, park and restore marker (tests and resets)."""
         ...

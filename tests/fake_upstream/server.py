@@ -63,7 +63,7 @@ MODES: frozenset[str] = frozenset(
 # STREAM_EVENT_DELAY between events (a client can leave mid-stream), "stream_cut" sends the
 # first events and then drops the connection (a provider failing mid-stream).
 STREAM_MODES: frozenset[str] = frozenset({"slow_stream", "stream_cut"})
-STREAM_EVENT_DELAY = 0.25
+STREAM_EVENT_DELAY = 0.5
 CONTEXT_TRIGGER = "FAKE_CONTEXT_TOO_LONG"
 MAX_COMPLETION_TOKENS = 8
 REQUEST_LOG_SIZE = 50_000
