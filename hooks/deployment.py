@@ -11,6 +11,14 @@ from hooks import windows
 from hooks.windows import ResetRule
 
 
+def key_identity(fingerprint: str) -> str:
+    """The key itself, whatever index it is listed under: `groq#3:1a2b3c4d` -> `groq:1a2b3c4d`.
+    A new value under an old variable is another key; the same value moved to another index
+    is the same key."""
+    head, sep, digest = fingerprint.rpartition(":")
+    return f"{head.split('#', 1)[0]}:{digest}" if sep else fingerprint
+
+
 @dataclass(frozen=True)
 class Deployment:
     deployment_id: str
@@ -29,6 +37,10 @@ class Deployment:
     max_output_tokens: int | None = None
     # Keys of one owner share this bucket: the provider counts per owner, not per key.
     bucket: str = field(default="")
+
+    @property
+    def key(self) -> str:
+        return key_identity(self.fingerprint)
 
     @classmethod
     def from_deployment(cls, deployment: Mapping[str, Any]) -> Deployment | None:

@@ -10,6 +10,7 @@ import logging
 import math
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,12 +33,12 @@ from hooks import (
 from hooks.admission import GroupIndex, NoCapacity, choose, infos_of, never_fits, other_owners
 from hooks.deployment import Deployment
 from hooks.failures import KEY_VERDICTS, PERSISTENT_KINDS, Strikes, SystemicGuard
-from hooks.ledger import UsageStore
+from hooks.ledger import ABANDONED, SUCCESS, UNSETTLED, UsageStore
 from hooks.logs import log
 from hooks.providers import classify
 from hooks.quota import Store, storage_from_url
 from hooks.request_gate import RequestGate
-from hooks.requests import RequestTracker, Reservation, usage_row
+from hooks.requests import RequestState, RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current
 
 
@@ -61,6 +62,7 @@ class KeypoolHook(CustomLogger):
         self.indexes: dict[str, GroupIndex] = {}
         self._deployments: dict[str, dict[str, Any]] = {}
         self._requests = RequestTracker()
+        self._restorer: restore.Restorer | None = None
         self._strikes = Strikes(probe_cap=self.settings.probe_park_max)
         self._guard = SystemicGuard()
         self._headers = settlement.HeaderLearning()
@@ -87,6 +89,8 @@ class KeypoolHook(CustomLogger):
 
     async def aclose(self) -> None:
         """Write or journal every pending ledger row (SIGTERM, proxy shutdown)."""
+        if self._restorer is not None:
+            self._restorer.close()
         if self._ledger is not None:
             await asyncio.to_thread(self._ledger.close, 10.0)
 
@@ -117,35 +121,29 @@ class KeypoolHook(CustomLogger):
             if self._started:
                 return
             try:
-                await self._hydrate(self._all_deployments(deployments))
+                infos = {i.deployment_id: i for i in infos_of(litellm_data.all_deployments(_router(), deployments))}
+                if infos:
+                    self._restorer = restore.Restorer(self.store, self.ledger, self.shared)
+                    await self._restorer.first(infos)
             except Exception:
                 log.exception("keypool: could not restore usage from the ledger; starting from empty buckets")
             self._started = True
 
-    @staticmethod
-    def _all_deployments(seen: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        try:
-            from litellm.proxy.proxy_server import llm_router
+    # ---- requests: keypool's own ids ----------------------------------------------------
+    def _open(self, kwargs: dict, now: float) -> RequestState:
+        """The state of this client request under keypool's id, made on its first attempt."""
+        for gone in self._requests.expire(now):
+            res = gone.reservation
+            self._record(res, gone.state, UNSETTLED, None, ended=now, held_tokens=res.tokens)
+            logs.event("attempt_unsettled", logging.WARNING, request=gone.state.request_id, key=res.info.fingerprint)
+        rid = litellm_data.request_id(kwargs)
+        if rid is None:
+            new = uuid.uuid4().hex
+            rid = litellm_data.stamp_request(kwargs, new) or new
+        return self._requests.open(rid, now, litellm_data.client_request_id(kwargs), litellm_data.client_name(kwargs))
 
-            if llm_router is not None and llm_router.model_list:
-                return list(llm_router.model_list)
-        except ImportError:
-            pass
-        return list(seen)
-
-    async def _hydrate(self, deployments: Sequence[dict[str, Any]]) -> None:
-        infos = {i.deployment_id: i for i in infos_of(deployments)}
-        if not infos or not await self._claim_hydration():
-            return
-        units, parks = await restore.restore(self.store, self.ledger, infos, time.time())
-        logs.event("restored", units=units, parks=parks)
-
-    async def _claim_hydration(self) -> bool:
-        """Only one process restores into a shared store, and only while it is empty."""
-        return await self.store.claim_once("hydrated")
-
-    def _record(self, res: Reservation, call_id: str, outcome: str, status: int | None, **kw: Any) -> None:
-        self.ledger.record(usage_row(res, call_id, outcome, status, **kw))
+    def _record(self, res: Reservation, state: RequestState, outcome: str, status: int | None, **kw: Any) -> None:
+        self.ledger.record(usage_row(res, state, outcome, status, **kw))
 
     def _index(self, group: str, deployments: Sequence[dict[str, Any]]) -> GroupIndex | None:
         index = self.indexes.get(group)
@@ -159,7 +157,7 @@ class KeypoolHook(CustomLogger):
         return index
 
     def _pool(self) -> list[Deployment]:
-        return infos_of(self._all_deployments(list(self._deployments.values())))
+        return infos_of(litellm_data.all_deployments(_router(), list(self._deployments.values())))
 
     def _info(self, dep: str) -> Deployment | None:
         d = self._deployments.get(dep)
@@ -185,10 +183,10 @@ class KeypoolHook(CustomLogger):
         if index is None:
             return healthy_deployments
         await self._ensure_started(healthy_deployments)
-        kwargs = request_kwargs or {}
+        kwargs = request_kwargs if request_kwargs is not None else {}
         self._gate.within_chain(model, kwargs)
         now = time.time()
-        state = self._requests.open(litellm_data.call_id(kwargs) or f"anon-{id(kwargs)}", now)
+        state = self._open(kwargs, now)
         if state.client_error is not None:
             # The client's own error already came back once: no other key should see it.
             # LiteLLM formats the traceback of whatever this raises; without the original
@@ -233,9 +231,7 @@ class KeypoolHook(CustomLogger):
         if refusal is not None:
             refusal.final = True
         dep = choice.info.deployment_id
-        state.tried.add(dep)
-        state.attempts += 1
-        state.reservations[dep] = Reservation(choice.info, choice.tokens, choice.admission.slots, now, state.attempts)
+        state.reserve(choice.info, choice.tokens, choice.admission.slots, now)
         return [self._deployments.get(dep) or next(d for d in healthy_deployments if d["model_info"]["id"] == dep)]
 
     # ---- settlement --------------------------------------------------------------------
@@ -266,15 +262,18 @@ class KeypoolHook(CustomLogger):
 
     async def _on_success(self, kwargs: dict, response_obj: Any) -> None:
         dep = litellm_data.deployment_id(kwargs)
-        call_id = litellm_data.call_id(kwargs)
-        state = self._requests.get(call_id)
+        state = self._requests.get(litellm_data.request_id(kwargs))
         res = state.reservations.pop(dep, None) if state else None
         usage = getattr(response_obj, "usage", None)
         total = getattr(usage, "total_tokens", None) if usage is not None else None
-        if res is not None:
+        if state is not None and res is not None:
             await self._settle(res, int(total) if isinstance(total, int) else res.tokens)
             cost = litellm_data.response_cost(kwargs, response_obj)
-            self._record(res, call_id, "success", 200, usage=usage, cost=cost)
+            # A stream the client left: LiteLLM bills what was streamed until then.
+            outcome = ABANDONED if litellm_data.client_disconnected(kwargs) else SUCCESS
+            self._record(res, state, outcome, 200, usage=usage, cost=cost)
+            if not state.reservations:
+                self._requests.close(state.request_id)
         info = res.info if res is not None else self._info(dep)
         if info is None:
             return
@@ -297,17 +296,35 @@ class KeypoolHook(CustomLogger):
         except Exception:
             log.exception("keypool: failure bookkeeping failed")
 
-    async def _on_failure(self, data: Mapping[str, Any], exc: Exception) -> None:
+    async def async_log_failure_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        """A stream that fails after it began reaches no deployment hook, only this event
+        (LiteLLM's CustomStreamWrapper dispatches it as a task). For every other failed
+        attempt LiteLLM awaits this event right after the deployment hook, which has settled
+        the attempt already: then there is nothing left to do here."""
+        try:
+            state = self._requests.get(litellm_data.request_id(kwargs))
+            res = state.reservations.get(litellm_data.deployment_id(kwargs)) if state else None
+            exc = kwargs.get("exception")
+            # Only the request's latest attempt can be the stream that is running.
+            if state is not None and res is not None and res.attempt == state.attempts and isinstance(exc, Exception):
+                await self._on_failure(kwargs, exc, started=True)
+        except Exception:
+            log.exception("keypool: failure bookkeeping failed")
+
+    async def _on_failure(self, data: Mapping[str, Any], exc: Exception, started: bool = False) -> None:
         now = time.time()
+        # A timeout after sending or an error after the stream began: the provider may have
+        # counted the tokens, so they stay counted here too.
+        started = started or litellm_data.provider_started(exc)
         exc = litellm_data.unwrap(exc)  # type: ignore[assignment]
+        started = started or litellm_data.provider_started(exc)
         dep = litellm_data.deployment_id(data)
-        call_id = litellm_data.call_id(data)
-        state = self._requests.get(call_id)
+        state = self._requests.get(litellm_data.request_id(data))
         res = state.reservations.pop(dep, None) if state else None
         info = res.info if res else self._info(dep)
         if info is None:
             return
-        if res is not None:
+        if res is not None and not started:
             await self._settle(res, 0)  # the provider refused: tokens come back
         status = litellm_data.error_status(exc)
         headers = litellm_data.error_headers(exc)
@@ -315,8 +332,9 @@ class KeypoolHook(CustomLogger):
         keys = refusals.provider_keys(self._pool(), info.provider) if verdict.kind.value in KEY_VERDICTS else {}
         review = self._guard.review(verdict, info.provider, info.fingerprint, len(keys), now)
         verdict = review.verdict
-        if res is not None:
-            self._record(res, call_id, verdict.kind.value, status, ended=now)
+        if state is not None and res is not None:
+            held = res.tokens if started else 0
+            self._record(res, state, verdict.kind.value, status, ended=now, held_tokens=held)
         if state is not None:
             state.last_error = exc
             refusals.after_failure(
@@ -368,6 +386,6 @@ class KeypoolHook(CustomLogger):
     async def pool_health(self, group: str | None, deployment_id: str | None) -> dict[str, Any]:
         """`GET /health` from pool state: no upstream request. Restores from the ledger first
         if no request did yet, so a fresh proxy reports the dead keys it remembers."""
-        deployments = self._all_deployments([])
+        deployments = litellm_data.all_deployments(_router(), [])
         await self._ensure_started(deployments)
         return status.health(infos_of(deployments), await self.store.parks(""), group, deployment_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,79 @@ def deployment_id(data: Mapping[str, Any]) -> str:
     return str(info.get("id") or "") if isinstance(info, Mapping) else ""
 
 
-def call_id(data: Mapping[str, Any]) -> str:
-    return str(data.get("litellm_call_id") or (data.get("metadata") or {}).get("litellm_call_id") or "")
+# Where keypool keeps its id of a client request: in the request's metadata, which LiteLLM's
+# router shares (the same dict, mutated in place) across every retry and fallback of one client
+# request and hands to every hook of it; each client request gets its own from the proxy.
+REQUEST_KEY = "keypool_request_id"
+# The router's two metadata buckets (chat completions use "metadata", other routes the other).
+_METADATA = ("metadata", "litellm_metadata")
+
+
+class RequestId(str):
+    """keypool's id of one client request. A str, so LiteLLM's logging serialises it like any
+    metadata value; its own type, so a value a client puts under REQUEST_KEY in its request's
+    metadata (JSON can only make a plain str) is never taken for one."""
+
+
+def _metadata_dicts(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = [m for m in (data.get(name) for name in _METADATA) if isinstance(m, dict)]
+    params = data.get("litellm_params")
+    if isinstance(params, Mapping):  # the success event's kwargs keep it here
+        out += [m for m in (params.get(name) for name in _METADATA) if isinstance(m, dict)]
+    return out
+
+
+def request_id(data: Mapping[str, Any]) -> str | None:
+    """keypool's id of the request this hook call belongs to, once the first attempt set it."""
+    for meta in _metadata_dicts(data):
+        value = meta.get(REQUEST_KEY)
+        if isinstance(value, RequestId):
+            return str(value)
+    return None
+
+
+def stamp_request(data: Mapping[str, Any], new_id: str) -> str | None:
+    """Put `new_id` into the request's metadata, replacing anything a client sent under that
+    name; None when the request has no metadata to carry it (a call outside the router)."""
+    metas = [data[name] for name in _METADATA if isinstance(data.get(name), dict)]
+    for meta in metas:
+        meta[REQUEST_KEY] = RequestId(new_id)
+    return new_id if metas else None
+
+
+def client_request_id(data: Mapping[str, Any]) -> str | None:
+    """The id the client gave its request (`x-litellm-call-id`), recorded as data only."""
+    for meta in _metadata_dicts(data):
+        headers = meta.get("headers")
+        if isinstance(headers, Mapping):
+            value = next((v for k, v in headers.items() if str(k).lower() == "x-litellm-call-id"), None)
+            if value:
+                return str(value)
+    return None
+
+
+def client_name(data: Mapping[str, Any]) -> str | None:
+    """The named client key that made the request (its key alias), if auth set one."""
+    for meta in _metadata_dicts(data):
+        alias = meta.get("user_api_key_alias")
+        if isinstance(alias, str) and alias:
+            return alias
+    return None
+
+
+def client_disconnected(data: Mapping[str, Any]) -> bool:
+    """LiteLLM marks a stream the client walked away from (its partial-spend success event)."""
+    return any(meta.get("client_disconnected") is True for meta in _metadata_dicts(data))
+
+
+def provider_started(exc: BaseException) -> bool:
+    """Whether the failed attempt reached a provider that may have generated (and counted)
+    tokens: a timeout after the request was sent, or an error after the stream began."""
+    if getattr(exc, "status_code", None) == 408:  # litellm.Timeout
+        return True
+    if getattr(exc, "is_pre_first_chunk", None) is False:  # MidStreamFallbackError
+        return True
+    return type(exc).__name__ in ("Timeout", "APITimeoutError")
 
 
 def client(data: Mapping[str, Any]) -> str:
@@ -153,3 +224,9 @@ def count_prompt(deployment: Mapping[str, Any], messages: list | None) -> int:
         return int(litellm.token_counter(model=deployment["litellm_params"]["model"], messages=messages))
     except Exception:  # an odd message shape must not block admission: fall back to size
         return max(1, len(json.dumps(messages, default=str)) // 4)
+
+
+def all_deployments(router: Any, seen: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every deployment of the running router; `seen` outside the proxy (in-process tests)."""
+    model_list = getattr(router, "model_list", None)
+    return list(model_list) if model_list else list(seen)

@@ -21,7 +21,7 @@ from hooks.failures import REVALIDATED
 from hooks.ledger import UsageStore
 from hooks.providers import FailureClass, Verdict
 from hooks.quota import Admission, Store, plan
-from hooks.requests import Reservation, usage_row
+from hooks.requests import RequestState, Reservation, usage_row
 
 PROMPT_TOKENS = 8  # "ping" and the chat template around it, rounded up
 MAX_TOKENS = 1
@@ -59,9 +59,15 @@ async def restore_once(store: Store, ledger: UsageStore, deployments: Mapping[st
     """Bring the store up to what the ledger remembers, unless a proxy already did (the claim
     a proxy takes at start): a fresh in-memory store must not admit a probe into a bucket the
     ledger says is spent."""
-    if not await store.claim_once("hydrated"):
+    turn = await store.begin_restore(now, restore.RESTORE_LEASE)
+    if turn.done or turn.born is None:  # restored already, or a proxy is restoring right now
         return False
-    await restore.restore(store, ledger, dict(deployments), now)
+    try:
+        await restore.restore(store, ledger, dict(deployments), now, turn.born, None)
+    except BaseException:
+        await store.end_restore(False)
+        raise
+    await store.end_restore(True)
     return True
 
 
@@ -90,7 +96,8 @@ async def record(
         total = res.tokens if verdict is None else 0  # a refusal gives the tokens back
     await settlement.settle(store, res, total)
     judgement = judge(verdict)
-    ledger.record(usage_row(res, f"revalidate-{uuid.uuid4().hex}", judgement.outcome, status, usage=usage, ended=now))
+    probe = RequestState(request_id=f"revalidate-{uuid.uuid4().hex}", created=now, client="revalidate")
+    ledger.record(usage_row(res, probe, judgement.outcome, status, usage=usage, ended=now))
     for park in failures.parks_for(verdict, res.info, now) if verdict is not None else []:
         await store.park(park.scope, park.until, park.reason)
     if judgement.result == "back":

@@ -1,11 +1,21 @@
-"""What keypool remembers about each client request across its upstream attempts: the keys it
-tried, the reservation each attempt holds, the error to answer again; and the ledger row each
-attempt becomes."""
+"""Per-request state across the attempts of one client request, under ids keypool makes.
+
+A client request gets keypool's own id on its first routing attempt (hooks/litellm_data.py puts
+it into the request's metadata, which LiteLLM hands to every hook of that request); each of its
+upstream attempts is numbered within it. What the client called the request is kept as data
+(`client_request_id`), never used to find state, so two requests can never share one.
+
+A request is forgotten when its last reservation settles, or REQUEST_TTL after its last
+attempt began. Expiry walks a queue ordered by deadline (the TTL is constant, so appending keeps
+it ordered): amortised O(1) per request, never a scan. Nothing is evicted for being many: a
+reservation is live until it settles or its request expires, and an expired one comes back to
+the caller to be recorded.
+"""
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,8 +23,9 @@ from typing import Any
 from hooks.deployment import Deployment
 from hooks.ledger import UsageRow
 
-RESERVATION_TTL = 900.0  # forget an unsettled reservation after this; its units stay counted
-MAX_TRACKED_REQUESTS = 20_000
+# Longer than any one attempt can run (LiteLLM's request_timeout is 600 s), counted from the
+# start of the request's latest attempt.
+REQUEST_TTL = 900.0
 
 
 @dataclass
@@ -44,7 +55,10 @@ class Refusal:
 class RequestState:
     """What keypool remembers about one client request across its attempts."""
 
+    request_id: str  # keypool's own
     created: float
+    client_request_id: str | None = None  # what the client called it: data only
+    client: str | None = None  # the named client key that sent it
     prompt_tokens: int | None = None
     tried: set[str] = field(default_factory=set)
     reservations: dict[str, Reservation] = field(default_factory=dict)
@@ -52,31 +66,64 @@ class RequestState:
     refusal: Refusal | None = None
     last_error: Exception | None = None
     attempts: int = 0
+    deadline: float = 0.0
+
+    def reserve(self, info: Deployment, tokens: int, slots: tuple[tuple[str, int], ...], now: float) -> Reservation:
+        """A new attempt on `info`: number it and hold its reservation until it settles."""
+        self.attempts += 1
+        self.tried.add(info.deployment_id)
+        res = self.reservations[info.deployment_id] = Reservation(info, tokens, slots, now, self.attempts)
+        return res
+
+
+@dataclass(frozen=True)
+class Expired:
+    """An attempt whose request was forgotten before its result came back."""
+
+    state: RequestState
+    reservation: Reservation
 
 
 class RequestTracker:
-    """Request states by id, oldest first; bounded in count and age."""
+    """Request states by keypool's id, with their deadlines in order."""
 
-    def __init__(self) -> None:
-        self._requests: OrderedDict[str, RequestState] = OrderedDict()
+    def __init__(self, ttl: float = REQUEST_TTL) -> None:
+        self.ttl = ttl
+        self._requests: dict[str, RequestState] = {}
+        self._deadlines: deque[tuple[float, str]] = deque()
 
-    def get(self, request_id: str) -> RequestState | None:
-        return self._requests.get(request_id)
+    def __len__(self) -> int:
+        return len(self._requests)
 
-    def open(self, request_id: str, now: float) -> RequestState:
+    def get(self, request_id: str | None) -> RequestState | None:
+        return self._requests.get(request_id) if request_id else None
+
+    def open(
+        self, request_id: str, now: float, client_request_id: str | None = None, client: str | None = None
+    ) -> RequestState:
+        """The state of `request_id`, new or known; either way its deadline moves to now + TTL."""
         state = self._requests.get(request_id)
         if state is None:
-            state = self._requests[request_id] = RequestState(created=now)
-            while len(self._requests) > MAX_TRACKED_REQUESTS:
-                self._requests.popitem(last=False)
-            oldest = next(iter(self._requests.values()))
-            if now - oldest.created > RESERVATION_TTL:
-                self._expire(now)
+            state = self._requests[request_id] = RequestState(request_id, now, client_request_id, client)
+        state.deadline = now + self.ttl
+        self._deadlines.append((state.deadline, request_id))
         return state
 
-    def _expire(self, now: float) -> None:
-        for rid in [r for r, s in self._requests.items() if now - s.created > RESERVATION_TTL]:
+    def close(self, request_id: str) -> None:
+        """The request is over (its last attempt settled): forget it."""
+        self._requests.pop(request_id, None)
+
+    def expire(self, now: float) -> list[Expired]:
+        """Forget requests past their deadline; their unsettled reservations come back."""
+        out: list[Expired] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, rid = self._deadlines.popleft()
+            state = self._requests.get(rid)
+            if state is None or state.deadline != deadline:  # closed, or touched again since
+                continue
             del self._requests[rid]
+            out += [Expired(state, res) for res in state.reservations.values()]
+        return out
 
 
 def note_row(info: Deployment, outcome: str, now: float, request_id: str) -> UsageRow:
@@ -97,21 +144,23 @@ def note_row(info: Deployment, outcome: str, now: float, request_id: str) -> Usa
 
 def usage_row(
     res: Reservation,
-    request_id: str,
+    state: RequestState,
     outcome: str,
     status: int | None,
     usage: Any = None,
     cost: Any = None,
     ended: float | None = None,
+    held_tokens: int = 0,
 ) -> UsageRow:
-    """The ledger row of one finished attempt."""
+    """The ledger row of one finished attempt. `held_tokens`: without the provider's usage,
+    the tokens keypool keeps counted for it (an attempt the provider started)."""
     prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
     completion = int(getattr(usage, "completion_tokens", 0) or 0)
-    total = int(getattr(usage, "total_tokens", 0) or prompt + completion)
+    total = int(getattr(usage, "total_tokens", 0) or prompt + completion) if usage is not None else held_tokens
     info = res.info
     return UsageRow(
         ts=datetime.fromtimestamp(res.at, UTC),
-        request_id=request_id,
+        request_id=state.request_id,
         attempt=res.attempt,
         provider=info.provider,
         model=info.model,
@@ -126,4 +175,6 @@ def usage_row(
         total_tokens=total,
         latency_ms=((ended or time.time()) - res.at) * 1000.0,
         cost=float(cost) if isinstance(cost, int | float) else None,
+        client_request_id=state.client_request_id,
+        client=state.client,
     )

@@ -147,14 +147,3 @@ def test_wake_time_finds_the_first_slot_whose_expiry_makes_room() -> None:
     assert wake_time(check, live) == T0 - 10 + 1 + 60
     (one,) = plan({"rpm": 3}, ROLLING, 2, T0)  # a request needs one unit: the oldest slot suffices
     assert wake_time(one, live) == T0 - 30 + 1 + 60
-
-
-async def test_only_one_instance_restores_into_a_shared_store() -> None:
-    prefix = f"kptest:{uuid.uuid4().hex[:8]}:"
-    a, b = RedisBuckets(REDIS_URL, prefix=prefix), RedisBuckets(REDIS_URL, prefix=prefix)
-    try:
-        assert sorted(await asyncio.gather(a.claim_once("hydrated"), b.claim_once("hydrated"))) == [False, True]
-        await a.flush_all()  # a Redis that lost its state is restored again
-        assert await b.claim_once("hydrated")
-    finally:
-        await a.flush_all()

@@ -245,5 +245,8 @@ def test_every_failure_class_says_whether_the_provider_may_have_counted_it() -> 
 
     # Refusals of the credential, and pages of an edge in front of the provider, never reached a model.
     never_counted = {"dead_key", "payment", "model_unavailable", "systemic", "blocked"}
-    # `revalidated` is a probe that found its key valid: counted, but no failure class.
-    assert {k.value for k in FailureClass} == (QUOTA_OUTCOMES - {SUCCESS, "revalidated"}) | never_counted
+    # A probe that found its key valid, a stream the client left, an attempt that never came back:
+    # counted, but no failure class.
+    assert {k.value for k in FailureClass} == (
+        QUOTA_OUTCOMES - {SUCCESS, "revalidated", "abandoned", "unsettled"}
+    ) | never_counted

@@ -124,6 +124,8 @@ def test_rows_land_exactly_once(ledger: Ledger) -> None:
     store.close()
     assert ledger.count() == 500
     assert ledger.distinct_keys() == 500
+    assert store.stats.duplicates == 100  # refused by the UNIQUE key, counted, never written twice
+    assert store.stats.written == 500 and store.stats.rejected == 0
     assert ledger.sum_tokens() == sum(r.total_tokens for r in rows)
     assert store.journal.pending_records() == 0
     with ledger.engine.connect() as conn:
@@ -236,6 +238,7 @@ def test_replay_after_partial_commit_is_idempotent(ledger: Ledger, tmp_path: Pat
     second.close()
     assert ledger.count() == 120
     assert ledger.sum_tokens() == sum(r.total_tokens for r in rows)
+    assert second.stats.duplicates == 70
 
 
 def test_full_queue_spills_to_journal(ledger: Ledger) -> None:
@@ -441,6 +444,34 @@ def test_schema_migrations_are_idempotent(ledger: Ledger) -> None:
         "ix_keypool_usage_key_ts",
         "ix_keypool_usage_owner_ts",
     } <= indexes
+
+
+def test_v1_ledger_gains_the_client_columns_and_keeps_its_rows(ledger: Ledger) -> None:
+    v1 = sa.MetaData()
+    old = sa.Table(
+        usage_table.name,
+        v1,
+        *(
+            sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+            for c in usage_table.columns
+            if c.name not in ("client_request_id", "client")
+        ),
+    )
+    store = make_store(ledger)
+    with ledger.engine.begin() as conn:
+        v1.create_all(conn)
+        conn.execute(sa.text("CREATE TABLE keypool_schema (version INTEGER NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO keypool_schema (version) VALUES (1)"))
+        conn.execute(old.insert().values(**{k: v for k, v in store._params(make_row(3)).items() if k in old.c}))
+    assert ensure_schema(ledger.engine) == 1
+    store.record(make_row(4, client_request_id="client-chosen", client="agents"))
+    assert store.flush()
+    store.close()
+    with ledger.engine.connect() as conn:
+        got = {r.request_id: r for r in conn.execute(sa.select(usage_table))}
+        assert schema_version(conn) == SCHEMA_VERSION
+    assert (got["req-000003"].client_request_id, got["req-000003"].client) == (None, None)
+    assert (got["req-000004"].client_request_id, got["req-000004"].client) == ("client-chosen", "agents")
 
 
 # ---------------------------------------------------------------------------------------------

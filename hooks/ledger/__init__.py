@@ -26,7 +26,15 @@ from hooks.ledger.queries import (
     totals,
     usage_since,
 )
-from hooks.ledger.rows import PARKING_OUTCOMES, QUOTA_OUTCOMES, SUCCESS, UsageAggregate, UsageRow
+from hooks.ledger.rows import (
+    ABANDONED,
+    PARKING_OUTCOMES,
+    QUOTA_OUTCOMES,
+    SUCCESS,
+    UNSETTLED,
+    UsageAggregate,
+    UsageRow,
+)
 from hooks.ledger.schema import (
     MIGRATIONS,
     SCHEMA_TABLE,
@@ -43,6 +51,7 @@ from hooks.ledger.schema import (
 from hooks.ledger.writer import UsageStore, default_instance_id
 
 __all__ = [
+    "ABANDONED",
     "BREAKDOWNS",
     "JOURNAL_DIRNAME",
     "MIGRATIONS",
@@ -52,6 +61,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SQLITE_FILENAME",
     "SUCCESS",
+    "UNSETTLED",
     "USAGE_TABLE",
     "Journal",
     "UsageAggregate",

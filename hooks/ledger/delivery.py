@@ -1,10 +1,11 @@
 """Moving rows into the ledger, or into the journal while the DB is away.
 
-`Delivery` inserts batches with insert-or-ignore on the UNIQUE (request_id, attempt), so
-writing a row twice is harmless. An outage (see `_OUTAGE_ERRORS`) sends the rows to the durable
-journal (`hooks/ledger/journal.py`, `<data_dir>/journal/`) and the DB is retried with
-exponential backoff; once it answers, the journal is replayed in order, segment by segment,
-before newer rows. A row the DB refuses on its own merits is quarantined, not retried forever.
+`Delivery` inserts batches; the UNIQUE (request_id, attempt) refuses a row written twice, and
+such a duplicate is logged and counted (`UsageStats.duplicates`), never dropped silently. An
+outage (see `_OUTAGE_ERRORS`) sends the rows to the durable journal (`hooks/ledger/journal.py`,
+`<data_dir>/journal/`) and the DB is retried with exponential backoff; once it answers, the
+journal is replayed in order, segment by segment, before newer rows. A row the DB refuses on
+its own merits is quarantined (`UsageStats.rejected`), not retried forever.
 
 `UsageStore` (hooks/ledger/writer.py) builds on it with the queue and the threads; the methods
 here run with the store's I/O lock held.
@@ -55,6 +56,19 @@ def _is_outage(exc: BaseException) -> bool:
     return isinstance(exc, _OUTAGE_ERRORS)
 
 
+# The driver codes and words of a UNIQUE violation: MySQL/MariaDB/TiDB 1062 ER_DUP_ENTRY,
+# SQLite "UNIQUE constraint failed".
+_DUPLICATE_CODES = frozenset({1062})
+
+
+def _is_duplicate(exc: BaseException) -> bool:
+    if not isinstance(exc, sa_exc.IntegrityError):
+        return False
+    orig = exc.orig
+    code = orig.args[0] if orig is not None and orig.args else None
+    return code in _DUPLICATE_CODES or "UNIQUE constraint failed" in str(orig)
+
+
 def _describe(exc: BaseException) -> str:
     # SQLAlchemy's own message carries the SQL and every bound row; the driver's is enough.
     orig = getattr(exc, "orig", None)
@@ -71,11 +85,12 @@ class UsageStats:
     """Counters for logs and tests; approximate under concurrency."""
 
     recorded: int = 0
-    written: int = 0  # rows sent to the DB (including replays and duplicates it ignored)
+    written: int = 0  # rows committed to the DB (replays included)
     journaled: int = 0  # rows the writer put in the journal (outage, or journal not empty)
     spilled: int = 0  # rows that overflowed the queue into the journal
     replayed: int = 0  # journal rows committed to the DB
     rejected: int = 0  # rows the DB refused as data errors, kept in journal/quarantine
+    duplicates: int = 0  # rows whose (request_id, attempt) was already in the DB: not written again
     record_errors: int = 0
 
 
@@ -107,12 +122,8 @@ class Delivery:
         self._db_up = True
         self._failures = 0
         self._retry_at = 0.0
-        self._insert_stmt = (
-            sa.insert(usage_table)
-            .prefix_with("IGNORE", dialect="mysql")
-            .prefix_with("IGNORE", dialect="mariadb")
-            .prefix_with("OR IGNORE", dialect="sqlite")
-        )
+        # A plain INSERT: a row the DB will not take must raise, so it can be counted and logged.
+        self._insert_stmt = sa.insert(usage_table)
 
     def ensure_schema(self) -> None:
         if not self._schema_ready:
@@ -142,16 +153,18 @@ class Delivery:
             "owner": str(row.owner or ""),
             "outcome": str(row.outcome or ""),
             "http_status": None if row.http_status is None else int(row.http_status),
-            # Never NULL: SQLite's INSERT OR IGNORE would silently skip a NOT NULL violation.
+            # Never NULL: a NOT NULL violation would send the row to the quarantine.
             "prompt_tokens": int(row.prompt_tokens or 0),
             "completion_tokens": int(row.completion_tokens or 0),
             "total_tokens": int(row.total_tokens or 0),
             "latency_ms": None if row.latency_ms is None else float(row.latency_ms),
             "cost": None if row.cost is None else float(row.cost),
             "instance_id": str(row.instance_id or self.instance_id),
+            "client_request_id": None if row.client_request_id is None else str(row.client_request_id),
+            "client": None if row.client is None else str(row.client),
         }
         for name, limit in STRING_LIMITS.items():
-            if len(p[name]) > limit:
+            if p[name] is not None and len(p[name]) > limit:
                 p[name] = p[name][:limit]
         return p
 
@@ -180,17 +193,29 @@ class Delivery:
             if _is_outage(exc):
                 self._mark_down(exc)
                 return list(chunk)
-            log.warning("usage batch rejected (%s); retrying its %d rows one by one", _describe(exc), len(chunk))
-            for i, row in enumerate(chunk):
-                try:
-                    self._insert([row])
-                except Exception as row_exc:
-                    if _is_outage(row_exc):
-                        self._mark_down(row_exc)
-                        return list(chunk[i:])
-                    self._reject(row, row_exc)
+            if len(chunk) == 1:
+                self._refused(chunk[0], exc)
+            else:
+                log.debug("usage batch refused (%s); retrying its %d rows one by one", _describe(exc), len(chunk))
+                for i, row in enumerate(chunk):
+                    try:
+                        self._insert([row])
+                    except Exception as row_exc:
+                        if _is_outage(row_exc):
+                            self._mark_down(row_exc)
+                            return list(chunk[i:])
+                        self._refused(row, row_exc)
         self._mark_up()
         return []
+
+    def _refused(self, row: UsageRow, exc: BaseException) -> None:
+        if _is_duplicate(exc):
+            # The same attempt twice: a replay of a row whose commit was not acknowledged, or
+            # a segment replayed again. The DB already holds it.
+            self.stats.duplicates += 1
+            log.warning("usage row %s/%s already in the ledger: duplicate not written", row.request_id, row.attempt)
+        else:
+            self._reject(row, exc)
 
     def _reject(self, row: UsageRow, exc: BaseException) -> None:
         self.stats.rejected += 1

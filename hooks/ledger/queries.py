@@ -43,9 +43,17 @@ def usage_since(
     *,
     bucket_seconds: int = 60,
     outcomes: Iterable[str] = QUOTA_OUTCOMES,
+    before: datetime | None = None,
+    except_instance: str | None = None,
 ) -> list[UsageAggregate]:
+    """Rows from `since` on; with `before`, only those older than it, plus (when
+    `except_instance` is given) every row another instance wrote."""
     t = usage_table
     bucket = epoch_bucket(engine.dialect.name, t.c.ts, bucket_seconds).label("bucket")
+    where = [t.c.ts >= naive_utc(since), t.c.outcome.in_(sorted(outcomes))]
+    if before is not None:
+        older = t.c.ts < naive_utc(before)
+        where.append(older if except_instance is None else sa.or_(older, t.c.instance_id != except_instance))
     keys = (t.c.provider, t.c.owner, t.c.model, t.c.deployment_id, t.c.key_fingerprint)
     stmt = (
         sa.select(
@@ -56,7 +64,7 @@ def usage_since(
             sa.func.coalesce(sa.func.sum(t.c.completion_tokens), 0).label("completion_tokens"),
             sa.func.coalesce(sa.func.sum(t.c.total_tokens), 0).label("total_tokens"),
         )
-        .where(t.c.ts >= naive_utc(since), t.c.outcome.in_(sorted(outcomes)))
+        .where(*where)
         .group_by(*keys, bucket)
     )
     with engine.connect() as conn:
@@ -97,6 +105,8 @@ def _row_from_db(r: Any) -> UsageRow:
         latency_ms=None if r.latency_ms is None else float(r.latency_ms),
         cost=None if r.cost is None else float(r.cost),
         instance_id=r.instance_id,
+        client_request_id=r.client_request_id,
+        client=r.client,
     )
 
 

@@ -9,6 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 SUCCESS = "success"
+# The client went away mid-stream: the provider's tokens up to then, as LiteLLM assembled them.
+ABANDONED = "abandoned"
+# An attempt whose result never came back while keypool remembered the request (hooks/requests.py
+# REQUEST_TTL): its reserved tokens stay counted.
+UNSETTLED = "unsettled"
 # Outcomes (hooks/providers/base.py's FailureClass values, plus "success") that may have been counted against
 # the key's quota by the provider because the request reached it. Deliberately generous (a 429
 # or a 5xx may or may not count upstream): the rate-limit windows must never be looser than the
@@ -28,6 +33,8 @@ QUOTA_OUTCOMES: frozenset[str] = frozenset(
         "transient",
         "client_error",
         "request_refused",
+        ABANDONED,
+        UNSETTLED,
     }
 )
 # Outcomes that park a key or a bucket beyond the current minute; `last_outcomes` restores them.
@@ -55,6 +62,10 @@ class UsageRow:
     latency_ms: float | None = None
     cost: float | None = None
     instance_id: str = ""  # empty: the recording store's instance_id is used
+    # `request_id` is keypool's own id of the client request; what the client called it (the
+    # `x-litellm-call-id` header) is data, never a key.
+    client_request_id: str | None = None
+    client: str | None = None  # the named client key that made the request (its alias), if any
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -51,7 +51,10 @@ usage_table = sa.Table(
     sa.Column("latency_ms", sa.Double, nullable=True),
     sa.Column("cost", sa.Double, nullable=True),
     sa.Column("instance_id", sa.String(128), nullable=False),
-    # The idempotency key: a replayed or retried row can never be counted twice.
+    sa.Column("client_request_id", sa.String(128), nullable=True),  # v2
+    sa.Column("client", sa.String(64), nullable=True),  # v2
+    # request_id is keypool's own (hooks/requests.py), attempt counts within it: one row per
+    # upstream attempt. The idempotency key: a replayed or retried row can never be counted twice.
     sa.UniqueConstraint("request_id", "attempt", name="uq_keypool_usage_request_attempt"),
     sa.Index("ix_keypool_usage_ts", "ts"),
     sa.Index("ix_keypool_usage_provider_model_ts", "provider", "model", "ts"),
@@ -99,8 +102,14 @@ def add_column(conn: Connection, table: sa.Table, column: sa.Column[Any]) -> Non
 #     lambda conn: add_column(conn, usage_table, usage_table.c.region),
 # after adding `sa.Column("region", sa.String(32), nullable=True)` to usage_table above (a new
 # database then gets it from v1's CREATE TABLE and v2 finds it already there).
+def _v2(conn: Connection) -> None:
+    add_column(conn, usage_table, usage_table.c.client_request_id)
+    add_column(conn, usage_table, usage_table.c.client)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: create_table(conn, usage_table),  # v1
+    _v2,  # v2: client_request_id, client
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

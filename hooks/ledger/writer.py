@@ -8,8 +8,8 @@ process is replayed by the next store that starts on the same data dir.
 
 Exactly once: a row lives in one place at a time (queue, a batch, a journal segment, the DB),
 except in the two windows where it may be in two (a commit whose acknowledgement was lost; a
-segment replayed but not yet deleted), and in both the copy is re-inserted later with
-insert-or-ignore against the UNIQUE key, which makes the second write a no-op.
+segment replayed but not yet deleted), and in both the second insert meets the UNIQUE
+(request_id, attempt) and is refused, logged and counted as a duplicate (`stats.duplicates`).
 """
 
 from __future__ import annotations
@@ -178,14 +178,15 @@ class UsageStore(Delivery):
             self.engine.dispose()
         pending = len(self.journal.segment_paths())
         log.info(
-            "usage ledger closed: recorded=%d written=%d journaled=%d spilled=%d replayed=%d rejected=%d; "
-            "%d journal segments left for the next start",
+            "usage ledger closed: recorded=%d written=%d journaled=%d spilled=%d replayed=%d rejected=%d "
+            "duplicates=%d; %d journal segments left for the next start",
             self.stats.recorded,
             self.stats.written,
             self.stats.journaled,
             self.stats.spilled,
             self.stats.replayed,
             self.stats.rejected,
+            self.stats.duplicates,
             pending,
         )
 
@@ -194,11 +195,21 @@ class UsageStore(Delivery):
 
     # -- queries -------------------------------------------------------------------------------
 
-    def usage_since(self, since: datetime, bucket_seconds: int = 60) -> list[UsageAggregate]:
+    def usage_since(
+        self,
+        since: datetime,
+        bucket_seconds: int = 60,
+        *,
+        before: datetime | None = None,
+        except_instance: str | None = None,
+    ) -> list[UsageAggregate]:
         """Quota-consuming usage since `since`, per (provider, owner, model, deployment, key,
-        bucket). Raises on DB errors: the caller decides how to start without history."""
+        bucket); see `queries.usage_since` for `before` and `except_instance`. Raises on DB
+        errors: the caller decides how to start without history."""
         self.ensure_schema()
-        return usage_since(self.engine, since, bucket_seconds=bucket_seconds)
+        return usage_since(
+            self.engine, since, bucket_seconds=bucket_seconds, before=before, except_instance=except_instance
+        )
 
     def last_outcomes(
         self, kinds: Iterable[str] = PARKING_OUTCOMES, since: datetime | None = None, *, per_model: bool = False

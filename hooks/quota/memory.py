@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hooks.quota.plan import INF, Admission, Change, WindowCheck, decide, live_slots
+from hooks.quota.storage import RestoreTurn
 
 # Parks longer than this (dead keys, daily quotas) are written to disk in memory mode, so a
 # restart does not send a request to a key the provider already refused for the day.
@@ -23,7 +24,9 @@ class MemoryBuckets:
     def __init__(self, persist_path: Path | None = None) -> None:
         self._slots: dict[tuple[str, str], dict[int, int]] = {}
         self._parks: dict[str, tuple[float, str]] = {}
-        self._claims: set[str] = set()
+        self._born: float | None = None
+        self._restored = False
+        self._restoring = False
         self._path = persist_path
         if persist_path is not None and persist_path.exists():
             try:
@@ -89,16 +92,24 @@ class MemoryBuckets:
         now = time.time()
         return {s: v for s, v in self._parks.items() if s.startswith(prefix) and v[0] > now}
 
-    async def claim_once(self, name: str) -> bool:
-        """The counters live in this object, so the first claim after it was built (or flushed)
-        wins: a fresh process always restores into its own empty store."""
-        if name in self._claims:
-            return False
-        self._claims.add(name)
-        return True
+    async def begin_restore(self, now: float, lease: float) -> RestoreTurn:
+        """The counters live in this object: it is born empty with the process (or a flush),
+        and one task of this process restores into it at a time."""
+        if self._born is None:
+            self._born = now
+        if self._restored:
+            return RestoreTurn(done=True)
+        if self._restoring:
+            return RestoreTurn()
+        self._restoring = True
+        return RestoreTurn(born=self._born)
+
+    async def end_restore(self, done: bool) -> None:
+        self._restoring = False
+        self._restored = self._restored or done
 
     async def flush_all(self) -> None:
         self._slots.clear()
         self._parks.clear()
-        self._claims.clear()
+        self._born, self._restored, self._restoring = None, False, False
         self._save()

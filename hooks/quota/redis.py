@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 from hooks.quota.plan import INF, Admission, Change, WindowCheck, admitted, live_slots
+from hooks.quota.storage import RestoreTurn
 
 
 def _script(name: str) -> str:
@@ -82,12 +83,27 @@ class RedisBuckets:
                     out[key[len(head) :]] = (float(until), reason)
         return out
 
-    async def claim_once(self, name: str) -> bool:
-        """True for exactly one caller until the keys are flushed (by a Redis restart without
-        persistence, say): the marker lives exactly as long as the state it stands for."""
-        return bool(await self._redis.set(f"{self._prefix}once:{name}", "1", nx=True))
+    async def begin_restore(self, now: float, lease: float) -> RestoreTurn:
+        """The markers live under the prefix, exactly as long as the counters they speak for
+        (a Redis restart without persistence drops both): `once:born` (first call's `now`),
+        `once:hydrated` (set only after a restore succeeded), `once:restoring` (the lease)."""
+        born_key, done_key, lease_key = (f"{self._prefix}once:{n}" for n in ("born", "hydrated", "restoring"))
+        await self._redis.set(born_key, repr(now), nx=True)
+        if await self._redis.exists(done_key):
+            return RestoreTurn(done=True)
+        if not await self._redis.set(lease_key, "1", nx=True, ex=max(1, math.ceil(lease))):
+            return RestoreTurn()
+        if await self._redis.exists(done_key):  # finished between our two reads
+            await self._redis.delete(lease_key)
+            return RestoreTurn(done=True)
+        return RestoreTurn(born=float(await self._redis.get(born_key) or now))
+
+    async def end_restore(self, done: bool) -> None:
+        if done:
+            await self._redis.set(f"{self._prefix}once:hydrated", "1")
+        await self._redis.delete(f"{self._prefix}once:restoring")
 
     async def flush_all(self) -> None:
-        """Delete every key under the prefix, claims included."""
+        """Delete every key under the prefix, restore markers included."""
         async for key in self._redis.scan_iter(match=self._prefix + "*", count=1000):
             await self._redis.delete(key)

@@ -8,9 +8,19 @@ Counters and parks are separate interfaces so a caller that needs one (admission
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from hooks.quota.plan import Admission, Change, WindowCheck
+
+
+@dataclass(frozen=True)
+class RestoreTurn:
+    """What `Store.begin_restore` answers: restore now (usage from before `born`, the moment
+    this store's counters began), or it is done already, or another process is at it."""
+
+    born: float | None = None  # set: this caller restores, then calls end_restore
+    done: bool = False
 
 
 class Counters(Protocol):
@@ -42,11 +52,17 @@ class Parks(Protocol):
 
 
 class Store(Counters, Parks, Protocol):
-    async def claim_once(self, name: str) -> bool:
-        """True for exactly one caller for as long as the store's state lives: the process that
-        restores usage into an empty store claims "hydrated", the others find it taken."""
+    async def begin_restore(self, now: float, lease: float) -> RestoreTurn:
+        """Whether the caller restores the ledger's usage into this store now. The store's
+        birth is set on the first call (`now`): whatever was admitted since is in it. Once a
+        restore is done no caller gets a turn while the state lives; a turn not ended within
+        `lease` seconds passes to the next caller."""
+        ...
+
+    async def end_restore(self, done: bool) -> None:
+        """End the caller's turn: `done` marks the store restored, else the next caller tries."""
         ...
 
     async def flush_all(self) -> None:
-        """Forget every counter, park and claim (tests and resets)."""
+        """Forget every counter, park and restore marker (tests and resets)."""
         ...

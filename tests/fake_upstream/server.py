@@ -65,8 +65,14 @@ MODES: frozenset[str] = frozenset(
         "limit_zero",
         "ambiguous_429",
         "org_restricted",
+        *("slow_stream", "stream_cut"),
     }
 )
+# Modes that answer like "ok" except in how a stream is delivered: "slow_stream" waits
+# STREAM_EVENT_DELAY between events (a client can leave mid-stream), "stream_cut" sends the
+# first events and then drops the connection (a provider failing mid-stream).
+STREAM_MODES: frozenset[str] = frozenset({"slow_stream", "stream_cut"})
+STREAM_EVENT_DELAY = 0.5
 CONTEXT_TRIGGER = "FAKE_CONTEXT_TOO_LONG"
 MAX_COMPLETION_TOKENS = 8
 REQUEST_LOG_SIZE = 50_000
@@ -838,7 +844,7 @@ class Upstream:
         reply: ErrorReply | None = None
         admission: Admission | None = None
         foreign = [f for f in req.files if state.files.get(f) != owner]
-        if info.mode != "ok":
+        if info.mode not in ("ok", *STREAM_MODES):
             reply = self._forced(info.mode, req, owner, now)
         elif foreign:
             reply = _gemini_file_denied(foreign[0])
@@ -866,7 +872,8 @@ class Upstream:
                 return StreamingResponse(self._gemini_stream(req), media_type="text/event-stream", headers=headers)
             return JSONResponse(self._gemini_body(req), headers=headers)
         if req.stream:
-            return StreamingResponse(self._openai_stream(req), media_type="text/event-stream", headers=headers)
+            stream = self._openai_stream(req, info.mode)
+            return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
         return JSONResponse(self._openai_body(req), headers=headers)
 
     def _success_headers(
@@ -924,7 +931,7 @@ class Upstream:
         body.update(self._provider_extras(req, final=True))
         return body
 
-    async def _openai_stream(self, req: ChatRequest) -> AsyncIterator[bytes]:
+    async def _openai_stream(self, req: ChatRequest, mode: str = "ok") -> AsyncIterator[bytes]:
         cid = ("gen-" if req.provider == "openrouter" else "chatcmpl-") + _short_id()
         created = int(time.time())
 
@@ -954,6 +961,15 @@ class Upstream:
             rest = [chunk(d, None) for d in agents.openai_deltas(req.provider, req.agent, "call_" + _short_id())]
         rest.append(chunk({}, self._finish_reason(req), final=True))
         rest.append(b"data: [DONE]\n\n")
+        if mode == "stream_cut":
+            yield b"".join(rest[:2])
+            await asyncio.sleep(STREAM_EVENT_DELAY)
+            raise ConnectionAbortedError("fake upstream: stream cut")  # uvicorn drops the connection
+        if mode == "slow_stream":
+            for event in rest:
+                await asyncio.sleep(STREAM_EVENT_DELAY)
+                yield event
+            return
         yield b"".join(rest)
 
     def _gemini_usage(self, req: ChatRequest, completion: int) -> dict[str, Any]:
