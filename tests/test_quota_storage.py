@@ -33,7 +33,18 @@ def test_an_unknown_scheme_is_refused_without_naming_the_password(url: str) -> N
 @pytest.mark.parametrize("cls", [MemoryBuckets, RedisBuckets])
 def test_both_storages_offer_every_method_of_the_protocol(cls: type) -> None:
     wanted = {n for n, _ in inspect.getmembers(Store, inspect.isfunction) if not n.startswith("_")}
-    assert wanted == {"acquire", "adjust", "usage", "park", "unpark", "parks", "claim_once", "flush_all"}
+    assert wanted == {
+        "acquire",
+        "adjust",
+        "usage",
+        "raise_usage",
+        "park",
+        "unpark",
+        "parks",
+        "releases",
+        "claim_once",
+        "flush_all",
+    }
     for name in wanted:
         assert inspect.signature(getattr(cls, name)) == inspect.signature(getattr(Store, name)), name
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from hooks.quota.memory import MemoryBuckets
 from hooks.quota.plan import INF, Admission, Change, WindowCheck, decide, live_slots, plan, wake_time
 from hooks.quota.redis import RedisBuckets
-from hooks.quota.storage import Counters, Parks, Store
+from hooks.quota.storage import Counters, Parks, Release, Store, StoreUnavailable
 
 __all__ = [
     "INF",
@@ -24,7 +24,9 @@ __all__ = [
     "MemoryBuckets",
     "Parks",
     "RedisBuckets",
+    "Release",
     "Store",
+    "StoreUnavailable",
     "WindowCheck",
     "decide",
     "live_slots",

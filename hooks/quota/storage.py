@@ -7,10 +7,26 @@ Counters and parks are separate interfaces so a caller that needs one (admission
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from hooks.quota.plan import Admission, Change, WindowCheck
+
+
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached (or refuses this host's clock): the request gets a
+    fast, clear answer instead of waiting on socket timeouts."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """Capacity came back in some process sharing the store: tokens of `bucket` were given
+    back, or the park on `scope` was lifted. Neither set: the notice stream (re)connected and
+    may have missed some, so every sleeping key is worth one look."""
+
+    bucket: str = ""
+    scope: str = ""
 
 
 class Counters(Protocol):
@@ -28,6 +44,11 @@ class Counters(Protocol):
         """Units counted now in each window (for the status view)."""
         ...
 
+    async def raise_usage(self, bucket: str, check: WindowCheck, at_least: int, now: float) -> int:
+        """Atomically raise the window's count to at least `at_least` (never lower it): what a
+        provider says it counted. Returns the units added."""
+        ...
+
 
 class Parks(Protocol):
     async def park(self, scope: str, until: float, reason: str) -> None:
@@ -42,6 +63,11 @@ class Parks(Protocol):
 
 
 class Store(Counters, Parks, Protocol):
+    def releases(self) -> AsyncIterator[Release]:
+        """Capacity given back by other processes sharing the store, as it happens; ends at
+        once for a store no other process shares."""
+        ...
+
     async def claim_once(self, name: str) -> bool:
         """True for exactly one caller for as long as the store's state lives: the process that
         restores usage into an empty store claims "hydrated", the others find it taken."""
