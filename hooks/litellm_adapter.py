@@ -6,6 +6,7 @@ the ledger after each success) and owns nothing but the per-process wiring betwe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -19,16 +20,20 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import RouterRateLimitError
 
-from hooks import litellm_data, litellm_patches, logs, restore, routes, settlement, status
-from hooks.admission import GroupIndex, NoCapacity, choose, infos_of
+from hooks import instance, litellm_data, litellm_patches, logs, restore, routes, settlement, status
+from hooks.admission import GroupIndex, NoCapacity, choose, infos_of, wake
 from hooks.deployment import Deployment
 from hooks.failures import PERSISTENT_KINDS, Strikes
 from hooks.ledger import UsageStore
 from hooks.logs import log
 from hooks.providers import FailureClass, classify
-from hooks.quota import Store, storage_from_url
+from hooks.quota import Store, StoreUnavailable, storage_from_url
 from hooks.requests import RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current
+
+# What a 503 for an unreachable shared store tells the client to wait: the store is tried again
+# (one short socket timeout) a second after each failure, so this is when an answer may differ.
+UNREACHABLE_RETRY_AFTER = 2
 
 
 class KeypoolHook(CustomLogger):
@@ -42,7 +47,8 @@ class KeypoolHook(CustomLogger):
         self._ledger = ledger
         self._started = False
         self._start_lock: asyncio.Lock | None = None
-        self.shared = self.settings.shared if store is None else False
+        self._watcher: asyncio.Task[None] | None = None
+        self._instance_lock: instance.InstanceLock | None = None
         self.indexes: dict[str, GroupIndex] = {}
         self._deployments: dict[str, dict[str, Any]] = {}
         self._requests = RequestTracker()
@@ -56,6 +62,8 @@ class KeypoolHook(CustomLogger):
         server = sys.modules.get("litellm.proxy.proxy_server")
         if server is None:
             return
+        # Exits when this process would count quota alone beside another (hooks/instance.py).
+        self._instance_lock = instance.claim_or_exit(self.settings)
         logs.event("litellm_tuning", **litellm_patches.apply())
         if not litellm_patches.close_on_shutdown(self.aclose):
             log.warning("keypool: this LiteLLM has no proxy_shutdown_event; the ledger closes at exit only")
@@ -94,11 +102,21 @@ class KeypoolHook(CustomLogger):
         async with self._start_lock:
             if self._started:
                 return
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_releases())
             try:
                 await self._hydrate(self._all_deployments(deployments))
             except Exception:
                 log.exception("keypool: could not restore usage from the ledger; starting from empty buckets")
             self._started = True
+
+    async def _watch_releases(self) -> None:
+        """One task per process: capacity another process gave back wakes the keys this
+        process's indexes put to sleep (a memory store has no other process: this ends)."""
+        try:
+            async for release in self.store.releases():
+                wake(self.indexes.values(), release)
+        except Exception:
+            log.exception("keypool: the release notices stopped; sleeping keys wake at their computed time")
 
     @staticmethod
     def _all_deployments(seen: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -178,8 +196,10 @@ class KeypoolHook(CustomLogger):
                 now,
                 exclude=state.tried,
                 allowed=allowed,
-                recheck_cap=1.0 if self.shared else math.inf,
             )
+        except StoreUnavailable as exc:
+            self.counts[(model, "store_unreachable")] += 1
+            raise self._unreachable(model, exc) from None
         except NoCapacity as exc:
             self.counts[(model, "pool_429")] += 1
             if state.last_error is not None and not math.isfinite(exc.wake_at):
@@ -215,6 +235,17 @@ class KeypoolHook(CustomLogger):
         return err
 
     @staticmethod
+    def _unreachable(model: str, exc: StoreUnavailable) -> Exception:
+        err = litellm.ServiceUnavailableError(
+            message=f"{exc}; retry in {UNREACHABLE_RETRY_AFTER} s",
+            model=model,
+            llm_provider="keypool",
+            num_retries=0,  # every retry would meet the same store
+        )
+        err.headers = {"retry-after": str(UNREACHABLE_RETRY_AFTER)}  # type: ignore[attr-defined]
+        return err
+
+    @staticmethod
     def _count_prompt(deployment: Mapping[str, Any], messages: list | None) -> int:
         if not messages:
             return 1
@@ -225,7 +256,14 @@ class KeypoolHook(CustomLogger):
 
     # ---- settlement --------------------------------------------------------------------
     async def _settle(self, res: Reservation, actual: int | None) -> None:
-        if await settlement.settle(self.store, res, actual):
+        try:
+            released = await settlement.settle(self.store, res, actual)
+        except StoreUnavailable:
+            # The reservation stays counted (never looser than the truth); the ledger row, written
+            # next, is what restores and reports read.
+            logs.event("settle_skipped", logging.WARNING, key=res.info.fingerprint, reserved=res.tokens)
+            return
+        if released:
             for index in self.indexes.values():
                 index.wake_bucket(res.info.bucket)
 
@@ -267,7 +305,8 @@ class KeypoolHook(CustomLogger):
         await self._learn(info, litellm_data.response_headers(response_obj))
 
     async def _learn(self, info: Deployment, headers: Mapping[str, str]) -> None:
-        await self._headers.learn(self.store, info, headers, time.time())
+        with contextlib.suppress(StoreUnavailable):  # the next response's headers say it again
+            await self._headers.learn(self.store, info, headers, time.time())
 
     # ---- failures ----------------------------------------------------------------------
     async def async_post_call_failure_deployment_hook(
@@ -305,7 +344,10 @@ class KeypoolHook(CustomLogger):
                 state.client_error = exc
         parks = self._strikes.parks(verdict, info, now)
         for park in parks:
-            await self.store.park(park.scope, park.until, park.reason)
+            try:
+                await self.store.park(park.scope, park.until, park.reason)
+            except StoreUnavailable:
+                logs.event("park_skipped", logging.WARNING, scope=park.scope, reason=park.reason)
         if verdict.kind in PERSISTENT_KINDS:
             logs.event("key_out", logging.WARNING, key=info.fingerprint, **{"class": verdict.kind.value})
         self.counts[(info.provider, verdict.kind.value)] += 1
