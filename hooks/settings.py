@@ -6,6 +6,7 @@ need) as an argument, so a test builds the value it wants instead of patching th
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = "data"
 DEFAULT_REDIS_PREFIX = "keypool:"
+# Where `make run` keeps litellm_config.yaml: the data dir of anything started without a config
+# (scripts, tests) is the one the proxy started by `make run` uses.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,9 @@ class Settings:
     # commands per request keypool does not need), so `make run` hands the URL to keypool alone.
     redis_url: str = ""
     redis_prefix: str = DEFAULT_REDIS_PREFIX
-    data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR).absolute())
+    data_dir: Path = field(default_factory=lambda: REPO_ROOT / DEFAULT_DATA_DIR)
     ledger_url: str | None = None  # TIDB_DB_URL; None: SQLite in data_dir
+    workers: int = 1  # NUM_WORKERS, which LiteLLM's CLI sets from --num_workers for its workers
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -35,8 +40,9 @@ class Settings:
             log_level=(env.get("KEYPOOL_LOG_LEVEL") or "INFO").upper(),
             redis_url=redis_url(env),
             redis_prefix=env.get("KEYPOOL_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
-            data_dir=Path(env.get("KEYPOOL_DATA_DIR") or DEFAULT_DATA_DIR).absolute(),
+            data_dir=data_dir(env),
             ledger_url=(env.get("TIDB_DB_URL") or "").strip() or None,
+            workers=workers(env),
         )
 
     @property
@@ -48,6 +54,43 @@ class Settings:
 def redis_url(env: Mapping[str, str]) -> str:
     """KEYPOOL_REDIS_URL, else REDIS_URL."""
     return (env.get("KEYPOOL_REDIS_URL") or env.get("REDIS_URL") or "").strip()
+
+
+def config_path(env: Mapping[str, str]) -> Path | None:
+    """The config file LiteLLM loads, as it finds it: CONFIG_FILE_PATH when that names a file,
+    else `--config`, which its CLI passes to the workers in WORKER_CONFIG (JSON)."""
+    explicit = (env.get("CONFIG_FILE_PATH") or "").strip()
+    if explicit and os.path.isfile(explicit):
+        return Path(explicit).absolute()
+    raw = (env.get("WORKER_CONFIG") or "").strip()
+    if not raw:
+        return None
+    if raw.endswith((".yaml", ".yml")):
+        return Path(raw).absolute()
+    try:
+        config = json.loads(raw).get("config")
+    except (ValueError, AttributeError):
+        return None
+    return Path(config).absolute() if isinstance(config, str) and config else None
+
+
+def data_dir(env: Mapping[str, str]) -> Path:
+    """KEYPOOL_DATA_DIR, else `data/` beside the config file LiteLLM was started with (else
+    beside this repository's litellm_config.yaml); always absolute, so the working directory a
+    proxy starts from never decides which ledger and parks it finds."""
+    explicit = (env.get("KEYPOOL_DATA_DIR") or "").strip()
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    config = config_path(env)
+    return (config.parent if config is not None else REPO_ROOT) / DEFAULT_DATA_DIR
+
+
+def workers(env: Mapping[str, str]) -> int:
+    raw = (env.get("NUM_WORKERS") or "1").strip()
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"NUM_WORKERS must be a whole number, got {raw!r}") from None
 
 
 @lru_cache(maxsize=1)

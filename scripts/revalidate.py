@@ -97,7 +97,7 @@ async def run(env: dict[str, str], config_dir: Path, dry_run: bool) -> list[Prob
         by_fp.setdefault(d["model_info"]["keypool"]["key_fingerprint"], d)
 
     redis_url = keypool_redis_url(env)
-    data_dir = Path(env.get("KEYPOOL_DATA_DIR") or "data")
+    data_dir = Settings.from_env(env).data_dir  # the proxy's, wherever this runs from
     store = storage_from_url(
         redis_url, prefix=env.get("KEYPOOL_REDIS_PREFIX", "keypool:"), persist_path=data_dir / "parks.json"
     )
