@@ -55,6 +55,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 143' INT TERM
-.venv/bin/litellm --config litellm_config.yaml --host "$HOST" --port "$PORT" &
+# keypool keeps its data dir beside the config it is started with (unless KEYPOOL_DATA_DIR).
+.venv/bin/litellm --config "$PWD/litellm_config.yaml" --host "$HOST" --port "$PORT" &
 proxy_pid=$!
 wait $proxy_pid

@@ -127,6 +127,33 @@ async def test_releases_and_lifted_parks_are_announced_to_every_listener(prefix:
         await other.aclose()
 
 
+async def test_a_lost_subscription_comes_back_by_itself_and_asks_for_one_look(prefix: str) -> None:
+    with TcpRelay(REDIS_PORT) as relay:
+        listener, other = RedisBuckets(url(relay.port), prefix=prefix), RedisBuckets(url(), prefix=prefix)
+        heard: asyncio.Queue[Release] = asyncio.Queue()
+
+        async def listen() -> None:
+            async for release in listener.releases():
+                await heard.put(release)
+
+        task = asyncio.create_task(listen())
+        try:
+            assert await asyncio.wait_for(heard.get(), 5) == Release()
+            relay.cut()  # the connection drops; what is published meanwhile never arrives
+            await other.park("key:missed", time.time() + 600, "dead_key:-")
+            await other.unpark("key:missed")
+            relay.restore()
+            # Resubscribed: "look at everything", since notices may have been missed.
+            assert await asyncio.wait_for(heard.get(), 10) == Release()
+            await other.park("key:fp", time.time() + 600, "dead_key:-")
+            await other.unpark("key:fp")
+            assert await asyncio.wait_for(heard.get(), 5) == Release(scope="key:fp")
+        finally:
+            task.cancel()
+            await listener.aclose()
+            await other.aclose()
+
+
 def plan_change(window: str, slot: int, delta: int) -> Change:
     return Change(window, slot, delta, 200)
 

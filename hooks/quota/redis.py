@@ -27,8 +27,8 @@ T = TypeVar("T")
 
 SOCKET_TIMEOUT = 1.0  # seconds: a request learns of an outage after this long at most
 BREAK_SECONDS = 1.0  # after a failure, calls fail at once for this long
-NOTICE_PING = 3.0  # the notice subscription pings Redis this often when quiet...
-NOTICE_DEAD = 7.0  # ...and reconnects when nothing came back for this long
+NOTICE_PING = 5.0  # the notice subscription pings Redis this often when quiet...
+NOTICE_DEAD = 15.0  # ...and reconnects when nothing came back for this long
 RECONNECT_MAX = 5.0  # longest pause between attempts to resubscribe
 
 
@@ -170,21 +170,25 @@ class RedisBuckets:
     async def releases(self) -> AsyncIterator[Release]:
         """Every release published under this prefix, for as long as the caller listens.
 
-        Each (re)subscription first yields `Release()`: what was published while this process
-        was not listening is lost, so everything sleeping deserves one look. A subscription that
-        answers no ping within `NOTICE_DEAD` seconds is replaced.
+        Each confirmed (re)subscription first yields `Release()`: what was published while this
+        process was not listening is lost, so everything sleeping deserves one look. A
+        subscription that answers no ping for `NOTICE_DEAD` seconds is replaced.
         """
-        pause = 0.5
+        pause, lost = 0.5, False
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
+                # Pongs and the confirmation must come through (they prove the link is alive).
+                if not _is_type(await pubsub.get_message(timeout=SOCKET_TIMEOUT), "subscribe"):
+                    raise TimeoutError("no answer to SUBSCRIBE")
+                if lost:
+                    logs.event("redis_notices_back")
                 heard = pinged = time.monotonic()
-                pause = 0.5
+                pause, lost = 0.5, False
                 yield Release()
                 while True:
-                    # Pongs must come through (they prove the link is alive): keep every reply.
-                    msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                    msg = await pubsub.get_message(timeout=1.0)
                     clock = time.monotonic()
                     if msg is not None:
                         heard = clock
@@ -198,7 +202,9 @@ class RedisBuckets:
                         pinged = clock
                         await pubsub.ping()
             except (*self._down_errors, TimeoutError) as exc:
-                logs.event("redis_notices_lost", logging.WARNING, error=type(exc).__name__, retry_in=pause)
+                if not lost:  # once per outage; sleeping keys still wake at their computed time
+                    logs.event("redis_notices_lost", logging.WARNING, error=type(exc).__name__)
+                lost = True
             finally:
                 try:
                     await asyncio.wait_for(pubsub.aclose(), SOCKET_TIMEOUT)
@@ -221,6 +227,10 @@ class RedisBuckets:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _is_type(msg: dict[str, Any] | None, kind: str) -> bool:
+    return msg is not None and msg.get("type") == kind
 
 
 def _notice(msg: dict[str, Any]) -> Release | None:
