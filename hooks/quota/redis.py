@@ -58,6 +58,7 @@ class RedisBuckets:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import ResponseError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         self._redis = aioredis.Redis.from_url(
@@ -70,6 +71,7 @@ class RedisBuckets:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._down_errors: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+        self._script_error = ResponseError
         self._prefix = prefix
         self._server_clock = server_clock
         self._use_server = "1" if server_clock else "0"
@@ -100,9 +102,9 @@ class RedisBuckets:
                 self._down = True
                 logs.event("redis_unreachable", logging.ERROR, op=op, error=type(exc).__name__)
             raise StoreUnavailable("keypool: the shared quota state (Redis) is unreachable") from exc
-        except Exception as exc:
-            if "clock differs" in str(exc):
-                raise StoreUnavailable(str(exc).strip()) from exc
+        except self._script_error as exc:
+            if str(exc).startswith("keypool:"):  # a script's own refusal (window.lua clock_error)
+                raise StoreUnavailable(str(exc)) from exc
             raise
         if self._down:
             self._down = False
@@ -151,10 +153,13 @@ class RedisBuckets:
         await self._call("unpark", lambda: self._unpark(keys=keys, args=args))
 
     async def parks(self, prefix: str) -> dict[str, tuple[float, str]]:
+        return await self._call("parks", lambda: self._parks(prefix))
+
+    async def _parks(self, prefix: str) -> dict[str, tuple[float, str]]:
         now = time.time()
         offset = 0.0
-        if self._server_clock:
-            seconds, micros = await self._call("parks", self._redis.time)
+        if self._server_clock:  # parks are stored in server time: shift them into this host's
+            seconds, micros = await self._redis.time()
             offset = seconds + micros / 1e6 - now
         out: dict[str, tuple[float, str]] = {}
         head = self._park_key("")
