@@ -129,6 +129,13 @@ def shared(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> 
         a.stop()
         b.stop()
         relay.close()
+        asyncio.run(forget(prefix))
+
+
+async def forget(prefix: str) -> None:
+    store = RedisBuckets(f"redis://127.0.0.1:{REDIS_PORT}/0", prefix=prefix)
+    await store.flush_all()
+    await store.aclose()
 
 
 def test_retry_after_is_the_true_wake_and_spent_keys_are_not_rescanned(
