@@ -5,19 +5,21 @@ group keeps the deployments believed to have room (`ready`, random pick with O(1
 and those that will not before a known moment (`sleeping`, a heap by wake time). A refused
 deployment sleeps until its bucket's computed wake time, so each exhausted key is looked at
 once per window rather than once per request; the store's atomic acquire stays the truth.
+Capacity that comes back early (tokens given back, a park lifted, in this process or, through
+the store's notices, in another) wakes the deployments it concerns (`wake_bucket`, `wake_scope`).
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hooks import scopes, windows
 from hooks.deployment import Deployment
-from hooks.quota import INF, Admission, Counters, plan
+from hooks.logs import log
+from hooks.quota import INF, Admission, Counters, Release, Store, plan
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,11 @@ class GroupIndex:
         self._sleeping: list[tuple[float, str]] = []
         self._wake_at: dict[str, float] = {}
         self.by_bucket: dict[str, list[str]] = {}
+        self._by_scope: dict[str, list[str]] = {}
         for info in self.infos.values():
             self.by_bucket.setdefault(info.bucket, []).append(info.deployment_id)
+            for scope in scopes.of(info):
+                self._by_scope.setdefault(scope, []).append(info.deployment_id)
 
     def _remove_ready(self, dep: str) -> None:
         n = self._pos.pop(dep)
@@ -89,6 +94,13 @@ class GroupIndex:
             self._remove_ready(dep)
         self._wake_at[dep] = until
         heapq.heappush(self._sleeping, (until, dep))
+        if len(self._sleeping) > 2 * len(self._wake_at) + 64:
+            # Early wakes leave superseded entries behind: drop them before they pile up.
+            self._sleeping = [(u, d) for d, u in self._wake_at.items()]
+            heapq.heapify(self._sleeping)
+
+    def _superseded(self, entry: tuple[float, str]) -> bool:
+        return self._wake_at.get(entry[1]) != entry[0]
 
     def sleep_all(self, until: float) -> None:
         """Every deployment of the group waits until `until` (a park on the whole model)."""
@@ -98,18 +110,30 @@ class GroupIndex:
 
     def wake(self, now: float) -> None:
         while self._sleeping and self._sleeping[0][0] <= now:
-            until, dep = heapq.heappop(self._sleeping)
-            if self._wake_at.get(dep) == until:  # skip entries superseded by a later sleep
-                self._add_ready(dep)
+            entry = heapq.heappop(self._sleeping)
+            if not self._superseded(entry):
+                self._add_ready(entry[1])
 
     def wake_bucket(self, bucket: str) -> None:
-        """Capacity came back early (tokens released, a park lifted): look again."""
+        """Tokens of `bucket` came back early: look at its deployments again."""
         for dep in self.by_bucket.get(bucket, ()):
             self._add_ready(dep)
 
+    def wake_scope(self, scope: str) -> None:
+        """The park on `scope` was lifted: look again at every deployment it kept out."""
+        for dep in self._by_scope.get(scope, ()):
+            self._add_ready(dep)
+
+    def wake_all(self) -> None:
+        """Anything may have changed (notices were missed): every sleeping deployment gets one look."""
+        for dep in list(self._wake_at):
+            self._add_ready(dep)
+
     def earliest_wake(self) -> float:
-        live = [u for u, d in self._sleeping if self._wake_at.get(d) == u]
-        return min(live, default=INF)
+        """The earliest moment a sleeping deployment may have room: the true wake of its bucket."""
+        while self._sleeping and self._superseded(self._sleeping[0]):
+            heapq.heappop(self._sleeping)
+        return self._sleeping[0][0] if self._sleeping else INF
 
     def pick(self, skip: set[str]) -> str | None:
         """A random ready deployment not in `skip`, or None."""
@@ -163,12 +187,12 @@ async def choose(
     now: float,
     exclude: set[str] = frozenset(),  # type: ignore[assignment]
     allowed: set[str] | None = None,
-    recheck_cap: float = math.inf,
 ) -> Choice:
     """Reserve the first deployment with room in every window; raise NoCapacity if none.
 
-    `recheck_cap` bounds how long a refused deployment sleeps when other processes share the
-    store: their releases cannot wake this process's index.
+    A refused deployment sleeps until the moment its store said it frees: its state cannot
+    change sooner except by a release, which wakes it (`GroupIndex.wake_bucket`/`wake_scope`).
+    `NoCapacity.wake_at` is therefore the earliest moment a key really frees.
     """
     index.wake(now)
     skip: set[str] = set(exclude)
@@ -191,10 +215,32 @@ async def choose(
             too_large += 1
             skip.add(dep)  # this request can never fit this key; smaller ones may
             continue
-        index.sleep(dep, min(verdict.wake_at, now + recheck_cap))
-    only_too_large = refused > 0 and too_large == refused and index.earliest_wake() == INF
-    raise NoCapacity(group, index.earliest_wake(), only_too_large)
+        index.sleep(dep, verdict.wake_at)
+    wake_at = index.earliest_wake()
+    raise NoCapacity(group, wake_at, refused > 0 and too_large == refused and wake_at == INF)
+
+
+def wake(indexes: Iterable[GroupIndex], release: Release) -> None:
+    """Capacity came back (here or in another process sharing the store): look again at what
+    it concerns in every group."""
+    for index in indexes:
+        if release.bucket:
+            index.wake_bucket(release.bucket)
+        elif release.scope:
+            index.wake_scope(release.scope)
+        else:
+            index.wake_all()
 
 
 def infos_of(deployments: Sequence[dict]) -> list[Deployment]:
     return [i for i in (Deployment.from_deployment(d) for d in deployments) if i is not None]
+
+
+async def follow_releases(store: Store, indexes: Mapping[str, GroupIndex]) -> None:
+    """One task per process: capacity another process gave back wakes the keys this process's
+    indexes put to sleep (a memory store has no other process: this ends at once)."""
+    try:
+        async for release in store.releases():
+            wake(indexes.values(), release)
+    except Exception:
+        log.exception("keypool: the release notices stopped; sleeping keys wake at their computed time")

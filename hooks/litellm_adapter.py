@@ -6,6 +6,7 @@ the ledger after each success) and owns nothing but the per-process wiring betwe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import sys
@@ -18,25 +19,23 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from hooks import (
-    access,
     litellm_data,
     litellm_errors,
-    litellm_patches,
     logs,
+    proxy_setup,
     refusals,
     restore,
-    routes,
     scopes,
     settlement,
     status,
 )
-from hooks.admission import GroupIndex, NoCapacity, choose, infos_of, never_fits, other_owners
+from hooks.admission import GroupIndex, NoCapacity, choose, follow_releases, infos_of, never_fits, other_owners
 from hooks.deployment import Deployment
 from hooks.failures import KEY_VERDICTS, PERSISTENT_KINDS, Strikes, SystemicGuard
 from hooks.ledger import ABANDONED, SUCCESS, UNSETTLED, UsageStore
 from hooks.logs import log
 from hooks.providers import classify
-from hooks.quota import Store, storage_from_url
+from hooks.quota import Store, StoreUnavailable, storage_from_url
 from hooks.request_gate import RequestGate
 from hooks.requests import RequestState, RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current
@@ -59,6 +58,8 @@ class KeypoolHook(CustomLogger):
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self.shared = self.settings.shared if store is None else False
+        self._watcher: asyncio.Task[None] | None = None
+        self._instance_lock: object | None = None  # held for the process lifetime (hooks/instance.py)
         self.indexes: dict[str, GroupIndex] = {}
         self._deployments: dict[str, dict[str, Any]] = {}
         self._requests = RequestTracker()
@@ -70,22 +71,8 @@ class KeypoolHook(CustomLogger):
         self._gate = RequestGate()
 
     def install_in_proxy(self) -> None:
-        """Inside the proxy: refuse a published admin key on a reachable address; tune away
-        LiteLLM's per-request work for features keypool turns off, stop its health checks that
-        call providers, and close the ledger when the proxy shuts down (hooks/litellm_patches.py)."""
-        server = sys.modules.get("litellm.proxy.proxy_server")
-        if server is None:
-            return
-        problem = access.startup_problem(self.settings.master_key, litellm_data.listen_host())
-        if problem is not None:
-            log.error(problem)
-            raise SystemExit(problem)  # during LiteLLM's start-up: the proxy exits before it listens
-        logs.event("litellm_tuning", **litellm_patches.apply())
-        if not litellm_patches.close_on_shutdown(self.aclose):
-            log.warning("keypool: this LiteLLM has no proxy_shutdown_event; the ledger closes at exit only")
-        app = getattr(server, "app", None)
-        if app is not None:
-            logs.event("routes", paths=routes.install(app, self.settings, self))
+        """Inside the proxy: start-up checks, LiteLLM patches, shutdown flush, keypool's routes."""
+        self._instance_lock = proxy_setup.install(self)
 
     async def aclose(self) -> None:
         """Write or journal every pending ledger row (SIGTERM, proxy shutdown)."""
@@ -120,6 +107,7 @@ class KeypoolHook(CustomLogger):
         async with self._start_lock:
             if self._started:
                 return
+            self._watcher = asyncio.get_running_loop().create_task(follow_releases(self.store, self.indexes))
             try:
                 infos = {i.deployment_id: i for i in infos_of(litellm_data.all_deployments(_router(), deployments))}
                 if infos:
@@ -217,8 +205,10 @@ class KeypoolHook(CustomLogger):
                 now,
                 exclude=state.tried,
                 allowed=allowed,
-                recheck_cap=1.0 if self.shared else math.inf,
             )
+        except StoreUnavailable as exc:
+            self.counts[(model, "store_unreachable")] += 1
+            raise litellm_errors.store_unreachable(model, exc) from None
         except NoCapacity as exc:
             if refusal is not None:
                 refusal.final = True
@@ -236,7 +226,14 @@ class KeypoolHook(CustomLogger):
 
     # ---- settlement --------------------------------------------------------------------
     async def _settle(self, res: Reservation, actual: int | None) -> None:
-        if await settlement.settle(self.store, res, actual):
+        try:
+            released = await settlement.settle(self.store, res, actual)
+        except StoreUnavailable:
+            # The reservation stays counted (never looser than the truth); the ledger row, written
+            # next, is what restores and reports read.
+            logs.event("settle_skipped", logging.WARNING, key=res.info.fingerprint, reserved=res.tokens)
+            return
+        if released:
             for index in self.indexes.values():
                 index.wake_bucket(res.info.bucket)
 
@@ -281,7 +278,8 @@ class KeypoolHook(CustomLogger):
         await self._learn(info, litellm_data.response_headers(response_obj))
 
     async def _learn(self, info: Deployment, headers: Mapping[str, str]) -> None:
-        await self._headers.learn(self.store, info, headers, time.time())
+        with contextlib.suppress(StoreUnavailable):  # the next response's headers say it again
+            await self._headers.learn(self.store, info, headers, time.time())
 
     # ---- failures ----------------------------------------------------------------------
     async def async_post_call_failure_deployment_hook(
@@ -342,7 +340,11 @@ class KeypoolHook(CustomLogger):
             )
         parks = self._strikes.parks(verdict, info, now, started=res.at if res is not None else None)
         for park in parks:
-            await self.store.park(park.scope, park.until, park.reason)
+            try:
+                await self.store.park(park.scope, park.until, park.reason)
+            except StoreUnavailable:
+                logs.event("park_skipped", logging.WARNING, scope=park.scope, reason=park.reason)
+                continue
             if park.scope.startswith(scopes.MODEL) and info.group in self.indexes:
                 self.indexes[info.group].sleep_all(park.until)
         if review.started:

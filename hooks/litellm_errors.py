@@ -90,3 +90,19 @@ def no_capacity(model: str, exc: NoCapacity, now: float) -> Exception:
     # one-key groups) would only delay the answer; the router reads this attribute.
     err.num_retries = 0  # type: ignore[attr-defined]
     return err
+
+
+# What a 503 for an unreachable shared store tells the client to wait: the store is tried again
+# (one short socket timeout) a second after each failure, so this is when an answer may differ.
+UNREACHABLE_RETRY_AFTER = 2
+
+
+def store_unreachable(model: str, exc: Exception) -> Exception:
+    err = litellm.ServiceUnavailableError(
+        message=f"{exc}; retry in {UNREACHABLE_RETRY_AFTER} s",
+        model=model,
+        llm_provider="keypool",
+        num_retries=0,  # every retry would meet the same store
+    )
+    err.headers = {"retry-after": str(UNREACHABLE_RETRY_AFTER)}  # type: ignore[attr-defined]
+    return err

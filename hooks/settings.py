@@ -6,6 +6,7 @@ need) as an argument, so a test builds the value it wants instead of patching th
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -38,6 +39,11 @@ class ClientKey:
     key: str = field(repr=False)
 
 
+# Where `make run` keeps litellm_config.yaml: the data dir of anything started without a config
+# (scripts, tests) is the one the proxy started by `make run` uses.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
 @dataclass(frozen=True)
 class Settings:
     master_key: str = field(default="", repr=False)
@@ -47,9 +53,10 @@ class Settings:
     # commands per request keypool does not need), so `make run` hands the URL to keypool alone.
     redis_url: str = ""
     redis_prefix: str = DEFAULT_REDIS_PREFIX
-    data_dir: Path = field(default_factory=lambda: Path(DEFAULT_DATA_DIR).absolute())
+    data_dir: Path = field(default_factory=lambda: REPO_ROOT / DEFAULT_DATA_DIR)
     ledger_url: str | None = None  # TIDB_DB_URL; None: SQLite in data_dir
     probe_park_max: float = DEFAULT_PROBE_PARK_MAX  # KEYPOOL_PROBE_PARK_MAX, seconds
+    workers: int = 1  # NUM_WORKERS, which LiteLLM's CLI sets from --num_workers for its workers
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,9 +68,10 @@ class Settings:
             log_level=(env.get("KEYPOOL_LOG_LEVEL") or "INFO").upper(),
             redis_url=redis_url(env),
             redis_prefix=env.get("KEYPOOL_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX,
-            data_dir=Path(env.get("KEYPOOL_DATA_DIR") or DEFAULT_DATA_DIR).absolute(),
+            data_dir=data_dir(env),
             ledger_url=(env.get("TIDB_DB_URL") or "").strip() or None,
             probe_park_max=probe_park_max(env),
+            workers=workers(env),
         )
 
     @property
@@ -126,6 +134,43 @@ def probe_park_max(env: Mapping[str, str]) -> float:
     if not 0 < value <= PROBE_PARK_LIMIT:
         raise ValueError(f"KEYPOOL_PROBE_PARK_MAX must be seconds in (0, {PROBE_PARK_LIMIT:g}], got {raw!r}")
     return value
+
+
+def config_path(env: Mapping[str, str]) -> Path | None:
+    """The config file LiteLLM loads, as it finds it: CONFIG_FILE_PATH when that names a file,
+    else `--config`, which its CLI passes to the workers in WORKER_CONFIG (JSON)."""
+    explicit = (env.get("CONFIG_FILE_PATH") or "").strip()
+    if explicit and os.path.isfile(explicit):
+        return Path(explicit).absolute()
+    raw = (env.get("WORKER_CONFIG") or "").strip()
+    if not raw:
+        return None
+    if raw.endswith((".yaml", ".yml")):
+        return Path(raw).absolute()
+    try:
+        config = json.loads(raw).get("config")
+    except (ValueError, AttributeError):
+        return None
+    return Path(config).absolute() if isinstance(config, str) and config else None
+
+
+def data_dir(env: Mapping[str, str]) -> Path:
+    """KEYPOOL_DATA_DIR, else `data/` beside the config file LiteLLM was started with (else
+    beside this repository's litellm_config.yaml); always absolute, so the working directory a
+    proxy starts from never decides which ledger and parks it finds."""
+    explicit = (env.get("KEYPOOL_DATA_DIR") or "").strip()
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    config = config_path(env)
+    return (config.parent if config is not None else REPO_ROOT) / DEFAULT_DATA_DIR
+
+
+def workers(env: Mapping[str, str]) -> int:
+    raw = (env.get("NUM_WORKERS") or "1").strip()
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        raise ValueError(f"NUM_WORKERS must be a whole number, got {raw!r}") from None
 
 
 @lru_cache(maxsize=1)

@@ -51,10 +51,8 @@ class HeaderLearning:
             if fix.remaining <= 0 and fix.reset_in is not None:
                 await store.park(scopes.bucket(info.bucket), now + fix.reset_in, f"header:{fix.window}")
             elif fix.remaining <= max(2, catalog // 10):
-                # Only near the end of a window is the comparison worth a store read: count the
+                # Only near the end of a window is the comparison worth a store call: count the
                 # provider's usage that keypool did not see (other clients, other instances' lag).
+                # One atomic "raise to at least": two instances reading the same header add once.
                 (check,) = plan({fix.window: catalog}, info.reset, 0, now)
-                used = (await store.usage(info.bucket, [check]))[fix.window]
-                unseen = (catalog - used) - fix.remaining
-                if unseen > 0:
-                    await store.adjust(info.bucket, [Change(fix.window, check.slot, unseen, check.ttl)])
+                await store.raise_usage(info.bucket, check, catalog - fix.remaining, now)

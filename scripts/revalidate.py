@@ -116,7 +116,7 @@ async def run(env: dict[str, str], config_dir: Path, dry_run: bool) -> list[Prob
     for d in gen.config["model_list"]:
         by_fp.setdefault(d["model_info"]["keypool"]["key_fingerprint"], []).append(d)
 
-    settings = Settings.from_env(env)
+    settings = Settings.from_env(env)  # the proxy's data dir, wherever this runs from
     store = storage_from_url(
         settings.redis_url, prefix=settings.redis_prefix, persist_path=settings.data_dir / "parks.json"
     )

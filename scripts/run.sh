@@ -68,6 +68,7 @@ trap cleanup EXIT
 # A stop asked for (Ctrl-C, SIGTERM from a service manager) is a normal end: exit 0, so `make run`
 # does not report "Error 143". A proxy that dies on its own still passes its code on below.
 trap 'exit 0' INT TERM
-.venv/bin/litellm --config litellm_config.yaml --host "$HOST" --port "$PORT" &
+# keypool keeps its data dir beside the config it is started with (unless KEYPOOL_DATA_DIR).
+.venv/bin/litellm --config "$PWD/litellm_config.yaml" --host "$HOST" --port "$PORT" &
 proxy_pid=$!
 wait $proxy_pid

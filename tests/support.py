@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,14 +91,23 @@ def key_value(provider: str, index: int, prefix: str = "test") -> str:
 class Proxy:
     """`litellm --config ...` on a free port; logs to `<workdir>/proxy.log`."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str], config_dir: Path, extra_env: Mapping[str, str] = ()):
+    def __init__(
+        self,
+        workdir: Path,
+        env: Mapping[str, str],
+        config_dir: Path,
+        extra_env: Mapping[str, str] = (),
+        args: Sequence[str] = (),  # more `litellm` arguments, e.g. ("--num_workers", "2")
+    ):
         self.workdir = workdir
+        self.cwd = workdir  # where the process starts
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "litellm_config.yaml"
         self.log_path = workdir / "proxy.log"
         self.env = {**env, **dict(extra_env)}
         self.config_dir = config_dir
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.generated = build(self.env, config_dir)
@@ -119,15 +128,23 @@ class Proxy:
         return env
 
     def start(self, timeout: float = 90.0) -> Proxy:
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to serve."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [LITELLM, "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=self.workdir,
+            [LITELLM, "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port), *self.args],
+            cwd=self.cwd,
             env=self.process_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def wait_ready(self, timeout: float = 90.0) -> Proxy:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -3,7 +3,8 @@
 `TcpRelay(target_port)` listens on a free 127.0.0.1 port and forwards every connection to
 127.0.0.1:target_port. `cut()` resets every open connection and makes new ones fail at once
 (accepted and immediately reset, which a client sees like a refused or lost connection);
-`restore()` lets connections through again.
+`stall()` keeps connections open but holds every byte, as a network partition does (a client
+sees its requests time out, not fail); `restore()` lets connections and held bytes through again.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class TcpRelay:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._cut = False
+        self._flowing = threading.Event()  # cleared while stalled: pumps hold what they read
+        self._flowing.set()
         self._stopped = False
         self.accepted = 0
         self._thread = threading.Thread(target=self._accept_loop, name="tcp-relay", daemon=True)
@@ -59,12 +62,18 @@ class TcpRelay:
         for sock in doomed:
             _reset(sock)
 
+    def stall(self) -> None:
+        """Hold every byte in both directions (open and new connections) until restore()."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+        self._flowing.set()
 
     def close(self) -> None:
         self._stopped = True
+        self._flowing.set()
         self.cut()
         with contextlib.suppress(OSError):
             self._listener.close()
@@ -107,6 +116,7 @@ class TcpRelay:
                 data = src.recv(65536)
                 if not data:
                     break
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -156,3 +156,49 @@ def test_the_one_more_key_comes_from_another_owner() -> None:
     assert other_owners(idx, None, {"a"}) == {"groq/m/k3", "groq/m/k4"}
     assert other_owners(idx, {"groq/m/k1", "groq/m/k4"}, {"a"}) == {"groq/m/k4"}
     assert other_owners(idx, None, {"a", "b"}) == set()
+
+
+async def test_refusal_reports_the_true_wake_and_the_spent_key_is_not_asked_again_before_it() -> None:
+    # Every key spent until a park ends in an hour (a daily quota, say): the answer is that hour,
+    # and until then no request costs a store call, however often clients ask.
+    deps = [deployment(i) for i in (1, 2)]
+    idx, store = index_of(deps), CountingStore()
+    for d in deps:
+        info = Deployment.from_deployment(d)
+        assert info is not None
+        await store.park(f"bucket:{info.bucket}", T0 + 3600, "daily_quota:rpd")
+    with pytest.raises(NoCapacity) as exc:
+        await choose(idx, store, "g", 1, None, T0)
+    assert exc.value.wake_at == T0 + 3600 and store.calls == 2
+    for second in range(1, 120):
+        with pytest.raises(NoCapacity) as again:
+            await choose(idx, store, "g", 1, None, T0 + second)
+        assert again.value.wake_at == T0 + 3600
+    assert store.calls == 2
+    assert (await choose(idx, MemoryBuckets(), "g", 1, None, T0 + 3600)).info.key_index in (1, 2)
+
+
+async def test_a_lifted_park_wakes_exactly_the_keys_it_kept_out() -> None:
+    deps = [deployment(1, "groq:org"), deployment(2, "groq:org"), deployment(3)]
+    idx, store = index_of(deps), MemoryBuckets()
+    await store.park("owner:groq:org", T0 + 3600, "payment:-")
+    await store.park("bucket:groq:key3|m", T0 + 600, "rate_limit:rpm")
+    with pytest.raises(NoCapacity) as exc:
+        await choose(idx, store, "g", 1, None, T0)
+    assert exc.value.wake_at == T0 + 600 and idx.counts() == (0, 3)
+    await store.unpark("owner:groq:org")
+    idx.wake_scope("owner:groq:org")  # what a release notice does
+    assert idx.counts() == (2, 1)
+    assert (await choose(idx, store, "g", 1, None, T0)).info.owner == "groq:org"
+    idx.wake_all()  # a missed notice: everything gets one look
+    assert idx.counts()[1] == 0
+
+
+def test_early_wakes_do_not_pile_up_in_the_heap() -> None:
+    idx = index_of([deployment(i) for i in range(1, 4)])
+    for n in range(10_000):
+        idx.sleep("groq/m/k1", T0 + 86400 + n)
+        idx.wake_bucket("groq:key1|m")
+    idx.sleep("groq/m/k2", T0 + 50)
+    assert len(idx._sleeping) <= 2 * 1 + 64 + 1
+    assert idx.earliest_wake() == T0 + 50

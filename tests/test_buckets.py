@@ -25,7 +25,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Buckets]:
     if request.param == "memory":
         yield MemoryBuckets()
         return
-    s = RedisBuckets(REDIS_URL, prefix=f"kptest:{uuid.uuid4().hex[:8]}:")
+    # The cases run on a fixed clock: the scripts take the caller's `now` instead of Redis TIME.
+    s = RedisBuckets(REDIS_URL, prefix=f"kptest:{uuid.uuid4().hex[:8]}:", server_clock=False)
     yield s
     await s.flush_all()
 
@@ -111,7 +112,8 @@ async def test_concurrent_acquires_never_exceed_the_limit(store: Buckets) -> Non
 
 async def test_two_redis_clients_share_one_bucket_exactly() -> None:
     prefix = f"kptest:{uuid.uuid4().hex[:8]}:"
-    a, b = RedisBuckets(REDIS_URL, prefix=prefix), RedisBuckets(REDIS_URL, prefix=prefix)
+    a = RedisBuckets(REDIS_URL, prefix=prefix, server_clock=False)
+    b = RedisBuckets(REDIS_URL, prefix=prefix, server_clock=False)
     try:
         limits = {"rpm": 9}
         results = await asyncio.gather(

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from hooks.quota.memory import MemoryBuckets
 from hooks.quota.plan import INF, Admission, Change, WindowCheck, decide, live_slots, plan, wake_time
 from hooks.quota.redis import RedisBuckets
-from hooks.quota.storage import Counters, Parks, RestoreTurn, Store
+from hooks.quota.storage import Counters, Parks, Release, RestoreTurn, Store, StoreUnavailable
 
 __all__ = [
     "INF",
@@ -24,8 +24,10 @@ __all__ = [
     "MemoryBuckets",
     "Parks",
     "RedisBuckets",
+    "Release",
     "RestoreTurn",
     "Store",
+    "StoreUnavailable",
     "WindowCheck",
     "decide",
     "live_slots",

@@ -6,11 +6,11 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from hooks.quota.plan import INF, Admission, Change, WindowCheck, decide, live_slots
-from hooks.quota.storage import RestoreTurn
+from hooks.quota.storage import Release, RestoreTurn
 
 # Parks longer than this (dead keys, daily quotas) are written to disk in memory mode, so a
 # restart does not send a request to a key the provider already refused for the day.
@@ -77,6 +77,19 @@ class MemoryBuckets:
 
     async def usage(self, bucket: str, checks: Sequence[WindowCheck]) -> dict[str, int]:
         return {c.name: sum(a for _, a in live_slots(c, self._slots.get((bucket, c.name), {}))) for c in checks}
+
+    async def raise_usage(self, bucket: str, check: WindowCheck, at_least: int, now: float) -> int:
+        slots = self._slots.setdefault((bucket, check.name), {})
+        missing = at_least - sum(a for _, a in live_slots(check, slots))
+        if missing <= 0:
+            return 0
+        slots[check.slot] = slots.get(check.slot, 0) + missing
+        return missing
+
+    async def releases(self) -> AsyncIterator[Release]:
+        """No other process shares this store: its releases are this process's own."""
+        return
+        yield  # an async generator that ends at once
 
     async def park(self, scope: str, until: float, reason: str) -> None:
         if until > self._parks.get(scope, (0.0, ""))[0]:

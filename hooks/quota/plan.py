@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from hooks import windows
 from hooks.windows import ResetRule
@@ -30,6 +31,9 @@ class WindowCheck:
     width: int  # rolling slot width in seconds
     length: int  # window length in seconds
     ttl: int  # how long Redis keeps the hash after a write
+    # Fixed windows: the calendar periods around `now` (previous start, start, end, next end),
+    # so a store deciding by its own clock (Redis server time) finds the period holding its now.
+    periods: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,11 @@ class Change:
     ttl: int  # how long Redis keeps the window's hash after this write
 
 
+@lru_cache(maxsize=64)
+def _periods(rule: ResetRule, start: float, end: float) -> tuple[float, float, float, float]:
+    return windows.day_start(rule, start - 1), start, end, windows.next_reset(rule, end)
+
+
 def plan(limits: Mapping[str, int], rule: ResetRule, tokens: int, now: float) -> list[WindowCheck]:
     checks = []
     for name in windows.WINDOWS:
@@ -59,7 +68,9 @@ def plan(limits: Mapping[str, int], rule: ResetRule, tokens: int, now: float) ->
         if windows.is_fixed(name, rule):
             start, end = windows.fixed_period(name, rule, now)
             slot = int(start)
-            checks.append(WindowCheck(name, limit, need, slot, slot, True, end, length, length, int(end - now) + 60))
+            ttl = int(end - now) + 60
+            periods = _periods(rule, start, end)
+            checks.append(WindowCheck(name, limit, need, slot, slot, True, end, length, length, ttl, periods))
         else:
             width = windows.slot_width(name)
             checks.append(
@@ -101,9 +112,13 @@ def wake_time(check: WindowCheck, live: Sequence[tuple[int, int]]) -> float:
     return INF
 
 
-def admitted(checks: Sequence[WindowCheck]) -> Admission:
-    """A yes, carrying the token windows' slots so settlement can adjust them later."""
-    return Admission(True, slots=tuple((c.name, c.slot) for c in checks if windows.is_tokens(c.name)))
+def admitted(checks: Sequence[WindowCheck], slots: Sequence[int] | None = None) -> Admission:
+    """A yes, carrying the token windows' slots so settlement can adjust them later: the
+    checks' own, or `slots` where the store recorded (by its own clock), one per check."""
+    recorded = [c.slot for c in checks] if slots is None else slots
+    return Admission(
+        True, slots=tuple((c.name, s) for c, s in zip(checks, recorded, strict=True) if windows.is_tokens(c.name))
+    )
 
 
 def decide(

@@ -7,7 +7,7 @@ Counters and parks are separate interfaces so a caller that needs one (admission
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +21,21 @@ class RestoreTurn:
 
     born: float | None = None  # set: this caller restores, then calls end_restore
     done: bool = False
+
+
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached (or refuses this host's clock): the request gets a
+    fast, clear answer instead of waiting on socket timeouts."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """Capacity came back in some process sharing the store: tokens of `bucket` were given
+    back, or the park on `scope` was lifted. Neither set: the notice stream (re)connected and
+    may have missed some, so every sleeping key is worth one look."""
+
+    bucket: str = ""
+    scope: str = ""
 
 
 class Counters(Protocol):
@@ -38,6 +53,11 @@ class Counters(Protocol):
         """Units counted now in each window (for the status view)."""
         ...
 
+    async def raise_usage(self, bucket: str, check: WindowCheck, at_least: int, now: float) -> int:
+        """Atomically raise the window's count to at least `at_least` (never lower it): what a
+        provider says it counted. Returns the units added."""
+        ...
+
 
 class Parks(Protocol):
     async def park(self, scope: str, until: float, reason: str) -> None:
@@ -52,6 +72,11 @@ class Parks(Protocol):
 
 
 class Store(Counters, Parks, Protocol):
+    def releases(self) -> AsyncIterator[Release]:
+        """Capacity given back by other processes sharing the store, as it happens; ends at
+        once for a store no other process shares."""
+        ...
+
     async def begin_restore(self, now: float, lease: float) -> RestoreTurn:
         """Whether the caller restores the ledger's usage into this store now. The store's
         birth is set on the first call (`now`): whatever was admitted since is in it. Once a
