@@ -126,19 +126,26 @@ class RequestTracker:
         return out
 
 
+def _key_fields(info: Deployment) -> dict[str, Any]:
+    """Which key (never the key itself) a ledger row speaks of."""
+    return {
+        "provider": info.provider,
+        "model": info.model,
+        "deployment_id": info.deployment_id,
+        "key_index": info.key_index,
+        "key_fingerprint": info.fingerprint,
+        "owner": info.owner,
+    }
+
+
 def note_row(info: Deployment, outcome: str, now: float, request_id: str) -> UsageRow:
     """A ledger row that is no upstream attempt: a verdict on the key taken back or renewed."""
     return UsageRow(
         ts=datetime.fromtimestamp(now, UTC),
         request_id=request_id,
         attempt=1,
-        provider=info.provider,
-        model=info.model,
-        deployment_id=info.deployment_id,
-        key_index=info.key_index,
-        key_fingerprint=info.fingerprint,
-        owner=info.owner,
         outcome=outcome,
+        **_key_fields(info),
     )
 
 
@@ -162,13 +169,8 @@ def usage_row(
         ts=datetime.fromtimestamp(res.at, UTC),
         request_id=state.request_id,
         attempt=res.attempt,
-        provider=info.provider,
-        model=info.model,
-        deployment_id=info.deployment_id,
-        key_index=info.key_index,
-        key_fingerprint=info.fingerprint,
-        owner=info.owner,
         outcome=outcome,
+        **_key_fields(info),
         http_status=status,
         prompt_tokens=prompt,
         completion_tokens=completion,
