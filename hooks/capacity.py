@@ -71,11 +71,18 @@ def buckets_of(infos: Iterable[Deployment]) -> dict[str, Deployment]:
     return out
 
 
-async def bucket_usage(store: Counters, infos: Iterable[Deployment], now: float) -> dict[str, BucketUse]:
-    """Every window of every distinct bucket: one storage call per bucket."""
+DAY_WINDOWS = frozenset({"rpd", "tpd"})
+
+
+async def bucket_usage(
+    store: Counters, infos: Iterable[Deployment], now: float, *, day_only: bool = False
+) -> dict[str, BucketUse]:
+    """Every window of every distinct bucket: one storage call per bucket. `day_only`: the
+    daily windows alone, all `day_use` needs (the metrics and the alerts read only those)."""
     out: dict[str, BucketUse] = {}
     for bucket, info in sorted(buckets_of(infos).items()):
-        checks = plan(info.limits, info.reset, 0, now)
+        limits = {w: n for w, n in info.limits.items() if w in DAY_WINDOWS} if day_only else info.limits
+        checks = plan(limits, info.reset, 0, now)
         used = await store.usage(bucket, checks) if checks else {}
         out[bucket] = BucketUse(
             bucket,

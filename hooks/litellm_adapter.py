@@ -33,6 +33,7 @@ from hooks.admission import GroupIndex, NoCapacity, choose, follow_releases, inf
 from hooks.deployment import Deployment
 from hooks.failures import KEY_VERDICTS, PERSISTENT_KINDS, Strikes, SystemicGuard
 from hooks.ledger import ABANDONED, SUCCESS, UNSETTLED, UsageStore
+from hooks.litellm_metrics import MetricsMixin
 from hooks.logs import log
 from hooks.providers import classify
 from hooks.quota import Store, StoreUnavailable, storage_from_url
@@ -46,7 +47,7 @@ def _router() -> Any:
     return getattr(server, "llm_router", None)
 
 
-class KeypoolHook(CustomLogger):
+class KeypoolHook(MetricsMixin, CustomLogger):
     def __init__(
         self, store: Store | None = None, ledger: UsageStore | None = None, settings: Settings | None = None
     ) -> None:
@@ -66,7 +67,7 @@ class KeypoolHook(CustomLogger):
         self._restorer: restore.Restorer | None = None
         self._strikes = Strikes(probe_cap=self.settings.probe_park_max)
         self._guard = SystemicGuard()
-        self._headers = settlement.HeaderLearning()
+        self._headers = settlement.HeaderLearning(self.limit_differs)
         self.counts: Counter[tuple[str, str]] = Counter()
         self._gate = RequestGate()
 
@@ -131,7 +132,7 @@ class KeypoolHook(CustomLogger):
         return self._requests.open(rid, now, litellm_data.client_request_id(kwargs), litellm_data.client_name(kwargs))
 
     def _record(self, res: Reservation, state: RequestState, outcome: str, status: int | None, **kw: Any) -> None:
-        self.ledger.record(usage_row(res, state, outcome, status, **kw))
+        self.ledger.record(self.observe(res.info, usage_row(res, state, outcome, status, **kw)))
 
     def _index(self, group: str, deployments: Sequence[dict[str, Any]]) -> GroupIndex | None:
         index = self.indexes.get(group)
@@ -222,6 +223,7 @@ class KeypoolHook(CustomLogger):
             refusal.final = True
         dep = choice.info.deployment_id
         state.reserve(choice.info, choice.tokens, choice.admission.slots, now)
+        self.observe_admission(choice.info, time.time() - now)
         return [self._deployments.get(dep) or next(d for d in healthy_deployments if d["model_info"]["id"] == dep)]
 
     # ---- settlement --------------------------------------------------------------------
@@ -376,6 +378,7 @@ class KeypoolHook(CustomLogger):
         """The error the client gets keeps the provider's message, not the ids of the account
         behind the key (the proxy answers from this same exception object)."""
         try:
+            self.observe_refusal(request_data, original_exception)
             litellm_data.scrub_error(original_exception)
         except Exception:
             log.exception("keypool: could not scrub a provider error")

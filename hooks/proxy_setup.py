@@ -27,5 +27,6 @@ def install(hook: Any) -> instance.InstanceLock | None:
         log.warning("keypool: this LiteLLM has no proxy_shutdown_event; the ledger closes at exit only")
     app = getattr(server, "app", None)
     if app is not None:
-        logs.event("routes", paths=routes.install(app, hook.settings, hook))
+        paths = routes.install(app, hook.settings, hook) + routes.install_metrics(app, hook.settings, hook)
+        logs.event("routes", paths=paths)
     return lock

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from hooks import access
 from hooks.settings import Settings
@@ -26,6 +27,10 @@ class PoolView(Protocol):
     async def pool_state(self) -> dict[str, Any]: ...
 
     async def pool_health(self, group: str | None, deployment_id: str | None) -> dict[str, Any]: ...
+
+
+class MetricsView(Protocol):
+    async def metrics_text(self) -> bytes: ...
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -101,3 +106,14 @@ def install(app: FastAPI, settings: Settings, view: PoolView) -> list[str]:
     add_front(app, "/health", admin_only(settings, health), ["GET"])
     add_front(app, "/health/test_connection", admin_only(settings, test_connection), ["POST"])
     return ["/keypool/status", "/health", "/health/test_connection"]
+
+
+def install_metrics(app: FastAPI, settings: Settings, view: MetricsView) -> list[str]:
+    """`GET /metrics` in Prometheus' text format, admin key as a bearer token. In front of
+    LiteLLM's own `/metrics` (its Prometheus callback), whose figures know nothing of keys."""
+
+    async def metrics(request: Request) -> Response:
+        return Response(await view.metrics_text(), media_type=CONTENT_TYPE_LATEST)
+
+    add_front(app, "/metrics", admin_only(settings, metrics), ["GET"])
+    return ["/metrics"]

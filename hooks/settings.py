@@ -57,6 +57,9 @@ class Settings:
     ledger_url: str | None = None  # TIDB_DB_URL; None: SQLite in data_dir
     probe_park_max: float = DEFAULT_PROBE_PARK_MAX  # KEYPOOL_PROBE_PARK_MAX, seconds
     workers: int = 1  # NUM_WORKERS, which LiteLLM's CLI sets from --num_workers for its workers
+    metrics_per_key: bool = False  # KEYPOOL_METRICS_PER_KEY=1: per-key series (hundreds of keys)
+    alert_webhook: str = field(default="", repr=False)  # KEYPOOL_ALERT_WEBHOOK (a Slack URL is a secret)
+    alert_check_seconds: float = 5.0  # KEYPOOL_ALERT_CHECK_SECONDS: how often thresholds are checked
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +75,9 @@ class Settings:
             ledger_url=(env.get("TIDB_DB_URL") or "").strip() or None,
             probe_park_max=probe_park_max(env),
             workers=workers(env),
+            metrics_per_key=(env.get("KEYPOOL_METRICS_PER_KEY") or "").strip().lower() in ("1", "true", "yes", "on"),
+            alert_webhook=(env.get("KEYPOOL_ALERT_WEBHOOK") or "").strip(),
+            alert_check_seconds=alert_check_seconds(env),
         )
 
     @property
@@ -133,6 +139,17 @@ def probe_park_max(env: Mapping[str, str]) -> float:
         value = math.nan
     if not 0 < value <= PROBE_PARK_LIMIT:
         raise ValueError(f"KEYPOOL_PROBE_PARK_MAX must be seconds in (0, {PROBE_PARK_LIMIT:g}], got {raw!r}")
+    return value
+
+
+def alert_check_seconds(env: Mapping[str, str]) -> float:
+    raw = (env.get("KEYPOOL_ALERT_CHECK_SECONDS") or "").strip()
+    try:
+        value = float(raw) if raw else 5.0
+    except ValueError:
+        value = math.nan
+    if not 0.1 <= value <= 300:
+        raise ValueError(f"KEYPOOL_ALERT_CHECK_SECONDS must be seconds in [0.1, 300], got {raw!r}")
     return value
 
 

@@ -4,7 +4,7 @@ the provider's rate-limit headers say about a bucket (tighten only, never loosen
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from hooks import logs, scopes, windows
 from hooks.deployment import Deployment
@@ -27,8 +27,10 @@ async def settle(store: Store, res: Reservation, actual: int | None) -> bool:
 class HeaderLearning:
     """Groq and Cerebras state their counters on every success: trust them when tighter."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_differs: Callable[[str, str, str, int, int], None] | None = None) -> None:
         self._limits_logged: set[tuple[str, str, str, int]] = set()
+        # (provider, model, window, catalog, stated), once per difference: the quota alerts.
+        self._on_differs = on_differs
 
     async def learn(self, store: Store, info: Deployment, headers: Mapping[str, str], now: float) -> None:
         for fix in corrections(info.provider, headers):
@@ -46,6 +48,8 @@ class HeaderLearning:
                         catalog=catalog,
                         provider_says=fix.limit,
                     )
+                    if self._on_differs is not None:
+                        self._on_differs(info.provider, info.model, fix.window, catalog, fix.limit)
             if fix.remaining is None or catalog is None:
                 continue
             if fix.remaining <= 0 and fix.reset_in is not None:

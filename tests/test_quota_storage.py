@@ -47,6 +47,9 @@ def test_both_storages_offer_every_method_of_the_protocol(cls: type) -> None:
         "begin_restore",
         "end_restore",
         "flush_all",
+        "claim_once",
+        "put_note",
+        "notes",
     }
     for name in wanted:
         assert inspect.signature(getattr(cls, name)) == inspect.signature(getattr(Store, name)), name
@@ -88,3 +91,36 @@ async def test_redis_restore_is_done_only_after_success_and_a_stale_turn_passes_
         assert await b.begin_restore(400.0, 60) == RestoreTurn(born=400.0)
     finally:
         await a.flush_all()
+
+
+def _stores(tmp_path: Path) -> list[Store]:
+    prefix = f"kpclaim{uuid.uuid4().hex[:8]}:"
+    return [MemoryBuckets(persist_path=tmp_path / "parks.json"), RedisBuckets(REDIS_URL, prefix=prefix)]
+
+
+async def test_a_claim_is_won_once_until_it_expires_by_any_number_of_callers(tmp_path: Path) -> None:
+    for store in _stores(tmp_path):
+        results = await asyncio.gather(*(store.claim_once("alert:x:75:2026-11-29", 1.0) for _ in range(20)))
+        assert sorted(results) == [False] * 19 + [True], type(store).__name__
+        assert await store.claim_once("alert:x:90:2026-11-29", 1.0) is True  # another name
+        deadline = time.monotonic() + 5
+        while not await store.claim_once("alert:x:75:2026-11-29", 1.0):
+            assert time.monotonic() < deadline, "a claim never expired"
+            await asyncio.sleep(0.1)
+        await store.flush_all()
+
+
+async def test_two_redis_clients_on_one_prefix_share_claims_and_notes() -> None:
+    prefix = f"kpclaim{uuid.uuid4().hex[:8]}:"
+    a, b = RedisBuckets(REDIS_URL, prefix=prefix), RedisBuckets(REDIS_URL, prefix=prefix)
+    try:
+        assert await a.claim_once("alert:g:100:d", 60) is True
+        assert await b.claim_once("alert:g:100:d", 60) is False
+        await a.put_note("metrics:host:1", "one", 60)
+        await b.put_note("metrics:host:2", "two", 60)
+        await b.put_note("other:host:2", "not a metrics note", 60)
+        assert await a.notes("metrics:") == {"metrics:host:1": "one", "metrics:host:2": "two"}
+    finally:
+        await a.flush_all()
+        await a.aclose()
+        await b.aclose()

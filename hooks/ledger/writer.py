@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +41,13 @@ log = logging.getLogger("keypool.usage")
 
 def default_instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Backlog:
+    queued: int  # rows in memory (queue and overflow)
+    journal_bytes: int
+    db_up: bool
 
 
 class UsageStore(Delivery):
@@ -120,6 +128,10 @@ class UsageStore(Delivery):
         except Exception:
             self.stats.record_errors += 1
             log.exception("usage record failed")
+
+    def backlog(self) -> Backlog:
+        """What waits to reach the DB, and whether the DB takes rows (for the metrics)."""
+        return Backlog(self._queue.qsize() + len(self._overflow), self.journal.pending_bytes(), self._db_up)
 
     def _journal_after_close(self, rows: list[UsageRow]) -> None:
         if rows:

@@ -14,12 +14,13 @@ from urllib.parse import urlsplit
 from hooks.quota.memory import MemoryBuckets
 from hooks.quota.plan import INF, Admission, Change, WindowCheck, decide, live_slots, plan, wake_time
 from hooks.quota.redis import RedisBuckets
-from hooks.quota.storage import Counters, Parks, Release, RestoreTurn, Store, StoreUnavailable
+from hooks.quota.storage import Claims, Counters, Parks, Release, RestoreTurn, Store, StoreUnavailable
 
 __all__ = [
     "INF",
     "Admission",
     "Change",
+    "Claims",
     "Counters",
     "MemoryBuckets",
     "Parks",

@@ -25,6 +25,8 @@ class MemoryBuckets:
         self._slots: dict[tuple[str, str], dict[int, int]] = {}
         self._parks: dict[str, tuple[float, str]] = {}
         self._born: float | None = None
+        self._claims: dict[str, float] = {}  # name -> monotonic expiry
+        self._notes: dict[str, tuple[float, str]] = {}
         self._restored = False
         self._restoring = False
         self._path = persist_path
@@ -105,6 +107,21 @@ class MemoryBuckets:
         now = time.time()
         return {s: v for s, v in self._parks.items() if s.startswith(prefix) and v[0] > now}
 
+    async def claim_once(self, name: str, ttl: float) -> bool:
+        clock = time.monotonic()
+        if self._claims.get(name, 0.0) > clock:
+            return False
+        self._claims = {n: t for n, t in self._claims.items() if t > clock}
+        self._claims[name] = clock + ttl
+        return True
+
+    async def put_note(self, name: str, text: str, ttl: float) -> None:
+        self._notes[name] = (time.monotonic() + ttl, text)
+
+    async def notes(self, prefix: str) -> dict[str, str]:
+        clock = time.monotonic()
+        return {n: t for n, (until, t) in self._notes.items() if n.startswith(prefix) and until > clock}
+
     async def begin_restore(self, now: float, lease: float) -> RestoreTurn:
         """The counters live in this object: it is born empty with the process (or a flush),
         and one task of this process restores into it at a time."""
@@ -124,5 +141,7 @@ class MemoryBuckets:
     async def flush_all(self) -> None:
         self._slots.clear()
         self._parks.clear()
+        self._claims.clear()
+        self._notes.clear()
         self._born, self._restored, self._restoring = None, False, False
         self._save()

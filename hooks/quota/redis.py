@@ -173,6 +173,24 @@ class RedisBuckets:
                     out[key[len(head) :]] = (local, reason)
         return out
 
+    async def claim_once(self, name: str, ttl: float) -> bool:
+        key = f"{self._prefix}claim:{name}"
+        ex = max(1, math.ceil(ttl))
+        return bool(await self._call("claim_once", lambda: self._redis.set(key, "1", nx=True, ex=ex)))
+
+    async def put_note(self, name: str, text: str, ttl: float) -> None:
+        key, ex = f"{self._prefix}note:{name}", max(1, math.ceil(ttl))
+        await self._call("put_note", lambda: self._redis.set(key, text, ex=ex))
+
+    async def notes(self, prefix: str) -> dict[str, str]:
+        return await self._call("notes", lambda: self._notes(prefix))
+
+    async def _notes(self, prefix: str) -> dict[str, str]:
+        head = f"{self._prefix}note:"
+        keys = [k async for k in self._redis.scan_iter(match=head + prefix + "*", count=500)]
+        values = await self._redis.mget(keys) if keys else []
+        return {k[len(head) :]: v for k, v in zip(keys, values, strict=True) if v is not None}
+
     async def begin_restore(self, now: float, lease: float) -> RestoreTurn:
         """The markers live under the prefix, exactly as long as the counters they speak for
         (a Redis restart without persistence drops both): `once:born` (first call's `now`),

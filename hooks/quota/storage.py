@@ -71,7 +71,23 @@ class Parks(Protocol):
         ...
 
 
-class Store(Counters, Parks, Protocol):
+class Claims(Protocol):
+    async def claim_once(self, name: str, ttl: float) -> bool:
+        """Atomically: True for the first caller to claim `name` while its claim lives (`ttl`
+        seconds), False for every other caller, in this process or any sharing the store (an
+        alert sent once per threshold per day across instances)."""
+        ...
+
+    async def put_note(self, name: str, text: str, ttl: float) -> None:
+        """Leave `text` under `name` for `ttl` seconds (a process's counters for the others)."""
+        ...
+
+    async def notes(self, prefix: str) -> dict[str, str]:
+        """Every live note whose name starts with `prefix`."""
+        ...
+
+
+class Store(Counters, Parks, Claims, Protocol):
     def releases(self) -> AsyncIterator[Release]:
         """Capacity given back by other processes sharing the store, as it happens; ends at
         once for a store no other process shares."""
