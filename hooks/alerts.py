@@ -77,7 +77,7 @@ def quota_alerts(scope: str, days: Mapping[str, DayUse], now: float) -> list[Ale
                     f"keypool: {scope} {name} has used {what} daily capacity ({date}: "
                     f"{_share(day.requests_used, day.requests_capacity)} requests, "
                     f"{_share(day.tokens_used, day.tokens_capacity)} tokens)",
-                    {"scope": scope, "name": name, "provider": day.provider, "threshold": threshold, "day": date}
+                    {"scope": scope, "subject": name, "provider": day.provider, "threshold": threshold, "day": date}
                     | used
                     | {"utilisation": round(day.utilisation or 0.0, 4), "next_reset": day.next_reset},
                 )

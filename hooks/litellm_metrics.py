@@ -104,10 +104,13 @@ class MetricsMixin:
         if info is not None:
             provider, group = info.provider, info.group
         else:
+            # Refused before any key was tried. Not a pool request at all (a wrong key, an
+            # unknown model): not counted, so a caller cannot mint label values.
             chain = litellm_data.router_chain(_router(), str(data.get("model") or ""))
-            group = chain[0] if chain and chain[0] in self.indexes else "unknown"
-            index = self.indexes.get(group)
-            provider = next(iter(index.infos.values())).provider if index is not None and index.infos else ""
+            index = self.indexes.get(chain[0]) if chain else None
+            if index is None or not index.infos:
+                return
+            provider, group = next(iter(index.infos.values())).provider, chain[0]
         status = litellm_data.error_status(litellm_data.unwrap(exc))
         self.metrics.requests[(provider, group, f"error_{status or 'other'}")] += 1
 
@@ -199,8 +202,8 @@ class MetricsMixin:
         up = True
         try:
             parks = await self.store.parks("")
-            keys = metrics.key_states(infos, parks)
             usage = await capacity.bucket_usage(self.store, infos, now, day_only=True)
+            keys = metrics.key_states(infos, parks, usage)
             groups, providers = capacity.day_use(infos, usage, metrics.dead_keys(parks))
             if self.shared:
                 notes = await self.store.notes(NOTE_PREFIX)

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from hooks import scopes
-from hooks.capacity import DayUse
+from hooks.capacity import BucketUse, DayUse
 from hooks.deployment import Deployment
 
 # Admission takes ~0.1 ms in memory and one Redis round trip with Redis.
@@ -79,19 +79,26 @@ class ProcessCounters:
         return out
 
 
-def key_states(infos: Iterable[Deployment], parks: Mapping[str, tuple[float, str]]) -> dict[str, tuple[str, str]]:
+def key_states(
+    infos: Iterable[Deployment],
+    parks: Mapping[str, tuple[float, str]],
+    usage: Mapping[str, BucketUse] | None = None,
+) -> dict[str, tuple[str, str]]:
     """fingerprint -> (provider, state). Dead: the key itself is out until revalidated (dead,
-    unpaid). Parked: the key is out for a while, or every deployment of it is (its buckets
-    spent, its breakers open). Ready: some deployment of it can be admitted."""
+    unpaid). Parked: the key is out for a while, or every deployment of it is (parked, or its
+    bucket's day spent per `usage`, the daily windows of `capacity.bucket_usage`). Ready: some
+    deployment of it can still be admitted today."""
     out: dict[str, tuple[str, str]] = {}
     usable: dict[str, bool] = {}
+    spent = {b for b, use in (usage or {}).items() if any(w.remaining <= 0 for w in use.windows.values())}
     for info in infos:
         fp = info.fingerprint
         key_park = parks.get(scopes.key(fp))
         if key_park is not None:
             out[fp] = (info.provider, DEAD if math.isinf(key_park[0]) else PARKED)
             continue
-        usable[fp] = usable.get(fp, False) or not any(s in parks for s in scopes.of(info))
+        free = info.bucket not in spent and not any(s in parks for s in scopes.of(info))
+        usable[fp] = usable.get(fp, False) or free
         out[fp] = (info.provider, READY if usable[fp] else PARKED)
     return out
 

@@ -8,7 +8,7 @@ import math
 from prometheus_client.parser import text_string_to_metric_families
 
 from hooks import metrics, scopes
-from hooks.capacity import DayUse
+from hooks.capacity import BucketUse, DayUse, WindowUse
 from hooks.litellm_metrics import list_price
 from tests.test_capacity import dep
 
@@ -37,6 +37,14 @@ def test_key_states_dead_parked_ready() -> None:
         a3.fingerprint: ("groq", "parked"),
     }
     assert metrics.dead_keys(parks) == {a2.fingerprint}
+
+
+def test_a_key_whose_day_is_spent_is_parked_without_a_park() -> None:
+    a1, a2 = dep("groq/a", 1, "org1"), dep("groq/a", 2, "org2")
+    day = {"rpd": WindowUse("rpd", 100, 100, None)}
+    usage = {a1.bucket: BucketUse(a1.bucket, "groq", "org1", day)}
+    states = metrics.key_states([a1, a2], {}, usage)
+    assert states == {a1.fingerprint: ("groq", "parked"), a2.fingerprint: ("groq", "ready")}
 
 
 def test_counters_survive_a_note() -> None:
