@@ -44,6 +44,7 @@ from hooks.ledger import (
     normalise_metrics,
     prune,
     resolve_url,
+    saved,
     top_failing_keys,
     totals,
     usage_table,
@@ -180,6 +181,7 @@ def build_report(
         )
         report.update({f"by_{b}": [] for b in by})
         report.update(errors=[], top_failing_keys=[])
+        report["saved_today"] = {"total": 0.0, "by_provider": [], "by_client": []}
         return report
     with engine.connect() as conn:
         report["totals"] = totals(conn, since, until)
@@ -187,6 +189,7 @@ def build_report(
             report[f"by_{b}"] = breakdown(conn, b, since, until)
         report["errors"] = error_classes(conn, since, until)
         report["top_failing_keys"] = top_failing_keys(conn, since, until, top)
+        report["saved_today"] = saved(conn, until.replace(hour=0, minute=0, second=0, microsecond=0), until)
         if config_path is not None:
             report["daily_quota"] = quota_section(conn, config_path, until)
     return report
@@ -214,7 +217,7 @@ def _fmt(value: Any) -> str:
 def _table(title: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> Table:
     table = Table(title=title, title_justify="left")
     for col in columns:
-        numeric = col in METRICS or col == "key_index"
+        numeric = col in METRICS or col in ("key_index", "served", "saved")
         table.add_column(col, justify="right" if numeric else "left")
     for r in rows:
         table.add_row(*(_fmt(r.get(c)) for c in columns))
@@ -241,6 +244,11 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             ["provider", "key_fingerprint", "key_index", "requests", "failures", "last_failure"],
         )
     )
+    if report.get("saved_today"):
+        s = report["saved_today"]
+        console.print(f"[bold]Saved today[/bold] (UTC, at list price): ${_fmt(s['total'])}")
+        console.print(_table("Saved today by provider", s["by_provider"], ["provider", "served", "saved"]))
+        console.print(_table("Saved today by client", s["by_client"], ["client", "served", "saved"]))
     if report.get("daily_quota"):
         cols = ["provider", "owner", "model", "window", "limit", "used", "remaining", "resets"]
         console.print(_table("Remaining daily quota", report["daily_quota"], cols))

@@ -198,3 +198,41 @@ def test_piped_tables_are_not_cut_to_80_columns_and_say_how_to_get_data(seeded: 
         fingerprints = {fp for (fp,) in conn.execute(sa.select(usage_table.c.key_fingerprint).distinct()).all()}
     assert any(fp in proc.stdout for fp in fingerprints)
     assert "--json or --csv" in proc.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_report_shows_what_the_pool_saved_today_per_provider_and_client(backend: str, tmp_path: Path) -> None:
+    until = NOW + timedelta(minutes=1)
+    midnight = until.replace(hour=0, minute=0, second=0, microsecond=0)
+    clients = ("agents", "batch", None)
+    with temp_ledger(backend, tmp_path) as ledger:
+        store = make_store(ledger)
+        for i in range(60):
+            outcome = ("success", "abandoned", "dead_key")[i % 3]
+            store.record(make_row(i, outcome=outcome, client=clients[(i // 3) % 3]))
+        store.record(make_row(999, ts=midnight - timedelta(minutes=5), cost=7.0))  # yesterday
+        assert store.flush()
+        store.close()
+        proc = run_cli("--json", "--until", until.isoformat(), "--db", db_url(ledger), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)["saved_today"]
+        t = usage_table
+        today = [t.c.ts >= midnight.replace(tzinfo=None), t.c.ts < until.replace(tzinfo=None)]
+        served = [*today, t.c.outcome.in_(["success", "abandoned"])]
+        (want_total,) = sql_one(ledger, sa.func.sum(t.c.cost), where=served)
+        assert got["total"] == pytest.approx(float(want_total))
+        assert got["total"] < 7.0  # yesterday's row is not today's
+        for name, col in (("provider", t.c.provider), ("client", t.c.client)):
+            assert sorted(r[name] or "" for r in got[f"by_{name}"]) == sorted(
+                str(v or "") for (v,) in ledger.engine.connect().execute(sa.select(col).where(*served).distinct())
+            )
+            for r in got[f"by_{name}"]:
+                (want, n) = sql_one(
+                    ledger,
+                    sa.func.sum(t.c.cost),
+                    sa.func.count(),
+                    where=[*served, col.is_(None) if r[name] is None else col == r[name]],
+                )
+                assert r["saved"] == pytest.approx(float(want)) and r["served"] == n
+        text = run_cli("--until", until.isoformat(), "--db", db_url(ledger), cwd=tmp_path).stdout
+        assert "Saved today by provider" in text and "Saved today by client" in text and "agents" in text

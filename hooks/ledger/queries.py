@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from hooks.ledger.rows import QUOTA_OUTCOMES, SUCCESS, UsageAggregate, UsageRow, aware_utc, naive_utc
+from hooks.ledger.rows import ABANDONED, QUOTA_OUTCOMES, SUCCESS, UsageAggregate, UsageRow, aware_utc, naive_utc
 from hooks.ledger.schema import MYSQL_BACKENDS, usage_table
 
 log = logging.getLogger("keypool.usage")
@@ -159,6 +159,9 @@ def prune(engine: Engine, older_than_days: int, batch: int = 5000) -> int:
 BREAKDOWNS = ("provider", "model", "key", "owner")
 
 
+SERVED_OUTCOMES = frozenset({SUCCESS, ABANDONED})  # a reply (or part of one) reached the client
+
+
 def _group_columns(by: str) -> list[sa.ColumnElement[Any]]:
     t = usage_table
     return {
@@ -219,6 +222,21 @@ def breakdown(conn: sa.Connection, by: str, since: datetime, until: datetime) ->
         .order_by(sa.desc("requests"), *cols)
     )
     return [normalise_metrics(dict(r)) for r in conn.execute(stmt).mappings()]
+
+
+def saved(conn: sa.Connection, since: datetime, until: datetime) -> dict[str, Any]:
+    """What the served calls would have cost at list price (the `cost` column), in all, per
+    provider and per client: what the pool saved its users over the range."""
+    t = usage_table
+    cost = sa.func.coalesce(sa.func.sum(t.c.cost), 0.0)
+    served = [*_in_range(since, until), t.c.outcome.in_(sorted(SERVED_OUTCOMES))]
+    out: dict[str, Any] = {"since": aware_utc(since).isoformat(), "until": aware_utc(until).isoformat()}
+    out["total"] = round(float(conn.execute(sa.select(cost).where(*served)).scalar() or 0.0), 10)
+    for name, col in (("provider", t.c.provider), ("client", t.c.client)):
+        stmt = sa.select(col, cost.label("saved"), sa.func.count().label("served")).where(*served).group_by(col)
+        rows = [{name: r[0], "saved": round(float(r[1] or 0.0), 10), "served": int(r[2])} for r in conn.execute(stmt)]
+        out[f"by_{name}"] = sorted(rows, key=lambda r: (-r["saved"], str(r[name])))
+    return out
 
 
 def error_classes(conn: sa.Connection, since: datetime, until: datetime) -> list[dict[str, Any]]:
