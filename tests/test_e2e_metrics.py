@@ -2,7 +2,8 @@
 
 The pool: three Groq keys on `openai/gpt-oss-20b` (priced in LiteLLM's cost map), 3 requests a
 day each, key 3 dead at the provider; one OpenRouter key on a `:free` model with no list price.
-Scripted traffic alternates between the two proxies until the Groq group's day is spent: keys
+Proxy B runs two workers (`--num_workers 2`), so three processes
+count. Scripted traffic alternates between the two proxies until the Groq group's day is spent: keys
 1 and 2 are then spent (parked for the day), key 3 dead, and the group and the provider have
 crossed 75, 90 and 100 %. A local HTTP receiver plays the alert webhook: it is down (slow 503s)
 at first, and requests stay fast meanwhile; once it is up it gets each alert exactly once,
@@ -110,7 +111,7 @@ def pair(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> It
         "KEYPOOL_ALERT_CHECK_SECONDS": "0.5",
     }
     a = Proxy(tmp / "a", env, config, {**shared, "KEYPOOL_METRICS_PER_KEY": "1"})
-    b = Proxy(tmp / "b", env, config, shared)
+    b = Proxy(tmp / "b", env, config, shared, args=("--num_workers", "2", "--timeout_worker_healthcheck", "120"))
     a.launch()
     b.launch()
     try:
@@ -251,7 +252,7 @@ def test_metrics_show_the_spent_keys_the_dead_key_and_the_day_on_both_instances(
     for got in (a, b):
         assert total(got, "keypool_upstream_attempts_total", group=GROQ, outcome="dead_key") == 1
         assert total(got, "keypool_upstream_attempts_total", group=GROQ, outcome="success") == traffic.served
-        assert len(instances(got)) == 2
+        assert len(instances(got)) >= 2  # proxy A and at least one of B's workers served
         assert total(got, "keypool_keys", provider="groq", state="dead") == 1
         assert total(got, "keypool_keys", provider="groq", state="parked") == 2  # spent for the day
         assert total(got, "keypool_keys", provider="groq", state="ready") == 0

@@ -73,3 +73,16 @@ async def test_a_lower_remaining_tightens_keypools_count_and_a_higher_one_never_
     assert (await store.usage(info.bucket, plan({"rpd": 100}, info.reset, 1, now)))["rpd"] == 95
     await h._learn(info, {"x-ratelimit-remaining-requests": "9"})  # looser: ignored
     assert (await store.usage(info.bucket, plan({"rpd": 100}, info.reset, 1, now)))["rpd"] == 95
+
+
+async def test_a_stated_limit_other_than_the_catalogs_is_alerted_once_across_instances(tmp_path: Path) -> None:
+    h, store, info = hook(tmp_path)
+    other = KeypoolHook(store=store, ledger=h.ledger)  # a second instance on the same store
+    stated = {"x-ratelimit-limit-requests": "14400", "x-ratelimit-remaining-requests": "14000"}
+    for learner in (h, h, other):
+        await learner._learn(info, stated)
+    (alert,) = await h.check_once(time.time())
+    assert alert.kind == "limit_differs"
+    assert (alert.fields["window"], alert.fields["catalog"], alert.fields["provider_says"]) == ("rpd", 100, 14400)
+    assert await other.check_once(time.time()) == []  # the claim is taken: the other instance stays quiet
+    assert await h.check_once(time.time()) == []  # and this one does not repeat it
