@@ -77,13 +77,15 @@ DAY_WINDOWS = frozenset({"rpd", "tpd"})
 async def bucket_usage(
     store: Counters, infos: Iterable[Deployment], now: float, *, day_only: bool = False
 ) -> dict[str, BucketUse]:
-    """Every window of every distinct bucket: one storage call per bucket. `day_only`: the
+    """Every window of every distinct bucket, in one storage call. `day_only`: the
     daily windows alone, all `day_use` needs (the metrics and the alerts read only those)."""
-    out: dict[str, BucketUse] = {}
+    wanted = []
     for bucket, info in sorted(buckets_of(infos).items()):
         limits = {w: n for w, n in info.limits.items() if w in DAY_WINDOWS} if day_only else info.limits
-        checks = plan(limits, info.reset, 0, now)
-        used = await store.usage(bucket, checks) if checks else {}
+        wanted.append((bucket, info, plan(limits, info.reset, 0, now)))
+    counted = await store.usage_many([(bucket, checks) for bucket, _, checks in wanted])
+    out: dict[str, BucketUse] = {}
+    for (bucket, info, checks), used in zip(wanted, counted, strict=True):
         out[bucket] = BucketUse(
             bucket,
             info.provider,

@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from hooks import alerts, capacity, litellm_data, logs, metrics
-from hooks.admission import infos_of
 from hooks.deployment import Deployment
 from hooks.failures import KEY_VERDICTS
 from hooks.ledger import ABANDONED, SUCCESS
@@ -57,6 +56,7 @@ class MetricsMixin:
     indexes: dict[str, Any]
     _requests: Any
     _deployments: dict[str, dict[str, Any]]
+    _started: bool
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,6 +67,7 @@ class MetricsMixin:
         self._prices: dict[str, tuple[float, float]] = {}
         self._checker: asyncio.Task[None] | None = None
         self._webhook: alerts.Webhook | None = None
+        self._parsed: dict[str, Deployment | None] = {}  # deployment id -> its parsed keypool info
 
     # ---- on the request path: counters only ---------------------------------------------
     def observe(self, info: Deployment, row: UsageRow) -> UsageRow:
@@ -121,6 +122,19 @@ class MetricsMixin:
             self._start_checker()
 
     # ---- off the request path -------------------------------------------------------------
+    def _infos(self) -> list[Deployment]:
+        """Every deployment of the pool, parsed once per deployment id (a scrape at the real
+        pool's shape would otherwise parse ~1,400 deployments each time)."""
+        out = []
+        for d in litellm_data.all_deployments(_router(), list(self._deployments.values())):
+            dep = str((d.get("model_info") or {}).get("id") or "")
+            if dep not in self._parsed:
+                self._parsed[dep] = Deployment.from_deployment(d)
+            info = self._parsed[dep]
+            if info is not None:
+                out.append(info)
+        return out
+
     @property
     def instance_id(self) -> str:
         return str(self.ledger.instance_id)
@@ -160,7 +174,7 @@ class MetricsMixin:
             raise
 
     async def _quota_alerts(self, dirty: set[str], now: float) -> list[alerts.Alert]:
-        pool = self._pool()  # type: ignore[attr-defined]
+        pool = self._infos()
         providers = {i.provider for i in pool if i.group in dirty}
         infos = [i for i in pool if i.provider in providers]
         parks = await self.store.parks("key:")
@@ -189,11 +203,12 @@ class MetricsMixin:
 
     # ---- GET /metrics ----------------------------------------------------------------------
     async def metrics_text(self) -> bytes:
-        deployments = litellm_data.all_deployments(_router(), list(self._deployments.values()))
-        await self._ensure_started(deployments)  # type: ignore[attr-defined]
+        if not self._started:
+            deployments = litellm_data.all_deployments(_router(), list(self._deployments.values()))
+            await self._ensure_started(deployments)  # type: ignore[attr-defined]
         if self._checker is None:
             self._start_checker()
-        infos = infos_of(deployments)
+        infos = self._infos()
         now = time.time()
         keys: dict[str, tuple[str, str]] | None = None
         groups: dict[str, capacity.DayUse] = {}

@@ -140,6 +140,25 @@ class RedisBuckets:
             out[c.name] = sum(a for _, a in live_slots(c, {int(s): int(a) for s, a in raw.items()}))
         return out
 
+    async def usage_many(self, wanted: Sequence[tuple[str, Sequence[WindowCheck]]]) -> list[dict[str, int]]:
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for bucket, checks in wanted:
+                for c in checks:
+                    pipe.hgetall(self._win_key(bucket, c.name))
+            return list(await pipe.execute())
+
+        raw = iter(await self._call("usage_many", run) if wanted else [])
+        out = []
+        for _, checks in wanted:
+            out.append(
+                {
+                    c.name: sum(a for _, a in live_slots(c, {int(s): int(a) for s, a in next(raw).items()}))
+                    for c in checks
+                }
+            )
+        return out
+
     async def raise_usage(self, bucket: str, check: WindowCheck, at_least: int, now: float) -> int:
         args = [repr(now), self._use_server, *_window_args(check), at_least]
         keys = [self._win_key(bucket, check.name)]
