@@ -172,7 +172,8 @@ def main() -> None:
         f"Metrics cost ({result['at']}; load {result['machine']['load'][0]:.1f}): real pool shape, "
         f"{s['keys']} keys, {s['deployments']} deployments, {s['buckets']} buckets, {s['groups']} groups",
         "",
-        "| store | CPU per scrape | wall per scrape | one scrape / 15 s, share of one core | series | Redis server CPU |",
+        "| store | CPU per scrape | wall per scrape | one scrape / 15 s, share of one core | series "
+        "| Redis server CPU |",
         "|---|---|---|---|---|---|",
     ]
     for name in ("memory", "redis"):
