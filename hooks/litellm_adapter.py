@@ -77,6 +77,7 @@ class KeypoolHook(MetricsMixin, CustomLogger):
 
     async def aclose(self) -> None:
         """Write or journal every pending ledger row (SIGTERM, proxy shutdown)."""
+        await self.close_alerts()
         if self._restorer is not None:
             self._restorer.close()
         if self._ledger is not None:
