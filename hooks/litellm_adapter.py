@@ -171,7 +171,7 @@ class KeypoolHook(CustomLogger):
             return healthy_deployments
         await self._ensure_started(healthy_deployments)
         kwargs = request_kwargs if request_kwargs is not None else {}
-        self._gate.within_chain(model, kwargs)
+        self._gate.within_chain(model, kwargs, messages)
         now = time.time()
         state = self._open(kwargs, now)
         if state.client_error is not None:

@@ -14,7 +14,7 @@ import litellm
 from fastapi import HTTPException
 from litellm.types.router import RouterRateLimitError
 
-from hooks import answers, logs
+from hooks import answers, logs, redact
 from hooks.admission import NoCapacity, TooLarge
 from hooks.answers import Answer
 from hooks.failures import PROBE_PARK_MAX
@@ -25,10 +25,12 @@ _MAX_TEXT = 600
 
 
 def provider_text(exc: BaseException) -> str:
-    """The provider's own error message inside LiteLLM's wrapping, else the wrapped text, short."""
+    """The provider's own error message inside LiteLLM's wrapping, else the wrapped text, short,
+    without account ids."""
     text = str(getattr(exc, "message", "") or exc)
     message = error_dict(extract_error_json(text)).get("message")
-    return (message if isinstance(message, str) and message else text)[:_MAX_TEXT]
+    # For the client: never the ids of the provider account behind the key.
+    return redact.provider_ids((message if isinstance(message, str) and message else text)[:_MAX_TEXT])
 
 
 def status_error(status: int, message: str, provider: str, group: str) -> Exception:

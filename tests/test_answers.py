@@ -66,7 +66,8 @@ def test_answers_travel_on_the_exception_that_steers_litellm() -> None:
     said = Answer(413, "keypool: too large", group="g")
     answers.attach(exc, said)
     assert answers.attached(exc) is said
-    assert said.body() == {"error": {"message": "keypool: too large", "type": "invalid_request_error", "param": None, "code": None}}
+    error = {"message": "keypool: too large", "type": "invalid_request_error", "param": None, "code": None}
+    assert said.body() == {"error": error}
 
 
 def test_the_model_list_becomes_one_line_and_stdout_is_given_back(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import yaml
 
 from tests.fake_upstream import FakeUpstream
-from tests.support import MASTER_KEY, Proxy, key_value, pool_env, write_catalogs
+from tests.support import MASTER_KEY, ROOT, Proxy, key_value, pool_env, write_catalogs
 
 pytestmark = pytest.mark.e2e
 
@@ -22,6 +22,12 @@ ONE_PER_MINUTE = "groq/llama-3.3-70b-versatile"
 ROOMY = "groq/llama-3.1-8b-instant"
 LIMITED_UPSTREAM = "cerebras/llama3.1-8b"
 DEAD = "gemini/gemini-2.5-flash"
+
+
+def model(provider: str, name: str, **limits: int) -> dict:
+    """The catalog's entry for the model (capabilities, output limit), with only these limits."""
+    entry = yaml.safe_load((ROOT / "config" / f"{provider}.yaml").read_text())["models"][name]
+    return {**entry, "limits": limits}
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +38,12 @@ def proxy(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
         {
             "groq": {
                 "models": {
-                    "llama-3.3-70b-versatile": {"limits": {"rpm": 1, "rpd": 1000}},
-                    "llama-3.1-8b-instant": {"limits": {"rpm": 100, "rpd": 1000, "tpm": 6000}},
+                    "llama-3.3-70b-versatile": model("groq", "llama-3.3-70b-versatile", rpm=1, rpd=1000),
+                    "llama-3.1-8b-instant": model("groq", "llama-3.1-8b-instant", rpm=100, rpd=1000, tpm=6000),
                 }
             },
-            "cerebras": {"models": {"llama3.1-8b": {"limits": {"rpm": 100, "rpd": 1000}}}},
-            "gemini": {"models": {"gemini-2.5-flash": {"limits": {"rpm": 100, "rpd": 1000}}}},
+            "cerebras": {"models": {"llama3.1-8b": model("cerebras", "llama3.1-8b", rpm=100, rpd=1000)}},
+            "gemini": {"models": {"gemini-2.5-flash": model("gemini", "gemini-2.5-flash", rpm=100, rpd=1000)}},
         },
     )
     upstream.configure(
@@ -46,7 +52,7 @@ def proxy(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
             key_value("gemini", 1, "answers"): {"mode": "dead"},
         }
     )
-    env = pool_env(upstream.url, {"groq": 1, "cerebras": 1, "gemini": 1}, prefix="answers")
+    env = pool_env(upstream.url, {"groq": 1, "cerebras": 1, "gemini": 1, "openrouter": 1}, prefix="answers")
     with Proxy(tmp / "proxy", env, cdir) as p:
         yield p
 
@@ -109,6 +115,19 @@ def test_a_dead_key_is_never_shown_as_the_clients_auth_error(proxy: Proxy) -> No
     second = post(proxy, DEAD)
     assert "no usable key left in " + DEAD in keypool_error(second, 503)
     assert "retry-after" not in second.headers  # nothing comes back by itself
+
+
+def test_an_alias_whose_capable_group_is_spent_answers_429_not_the_fallbacks_400(proxy: Proxy) -> None:
+    """llama-3.3-70b: Groq first (tools), then OpenRouter (no tools in its catalog). With Groq's
+    one request a minute spent, a request with tools has nowhere to go for now: that is a 429
+    with Retry-After, not the 400 "no tools" of a fallback it could never use."""
+    post(proxy, ONE_PER_MINUTE)  # spend the minute, whatever ran before
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    r = post(proxy, "llama-3.3-70b", tools=[tool])
+    message = keypool_error(r, 429)
+    assert ONE_PER_MINUTE in message and retry_after(r) >= 1
+    # Without tools the fallback serves it.
+    assert post(proxy, "llama-3.3-70b").status_code == 200
 
 
 def test_too_large_is_a_413_naming_the_window(proxy: Proxy) -> None:
