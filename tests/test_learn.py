@@ -86,3 +86,5 @@ async def test_a_stated_limit_other_than_the_catalogs_is_alerted_once_across_ins
     assert (alert.fields["window"], alert.fields["catalog"], alert.fields["provider_says"]) == ("rpd", 100, 14400)
     assert await other.check_once(time.time()) == []  # the claim is taken: the other instance stays quiet
     assert await h.check_once(time.time()) == []  # and this one does not repeat it
+    await h.close_alerts()
+    await other.close_alerts()

@@ -223,9 +223,9 @@ def test_the_report_shows_what_the_pool_saved_today_per_provider_and_client(back
         assert got["total"] == pytest.approx(float(want_total))
         assert got["total"] < 7.0  # yesterday's row is not today's
         for name, col in (("provider", t.c.provider), ("client", t.c.client)):
-            assert sorted(r[name] or "" for r in got[f"by_{name}"]) == sorted(
-                str(v or "") for (v,) in ledger.engine.connect().execute(sa.select(col).where(*served).distinct())
-            )
+            with ledger.engine.connect() as conn:  # closed: the teardown drops the database
+                names = [str(v or "") for (v,) in conn.execute(sa.select(col).where(*served).distinct())]
+            assert sorted(r[name] or "" for r in got[f"by_{name}"]) == sorted(names)
             for r in got[f"by_{name}"]:
                 (want, n) = sql_one(
                     ledger,
