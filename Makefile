@@ -1,4 +1,4 @@
-.PHONY: run test setup generate check report revalidate lint
+.PHONY: run test setup generate check reload report revalidate lint
 
 # LiteLLM's bundled cost map: without it every command that imports LiteLLM first tries to fetch
 # the map from the internet (seconds of retries on an offline host).
@@ -18,6 +18,9 @@ generate:   ## write litellm_config.yaml from .env and config/
 
 check:      ## validate .env and config/ without writing
 	.venv/bin/python -m scripts.generate_config --check
+
+reload:     ## apply a changed .env and config/ to the running proxy (no restart; KEYPOOL_URL, default :4000)
+	.venv/bin/python -m scripts.reload
 
 report:     ## usage per provider, model, key and owner over the last 24 h
 	.venv/bin/python scripts/usage_report.py

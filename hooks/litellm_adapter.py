@@ -36,6 +36,7 @@ from hooks.ledger import ABANDONED, SUCCESS, UNSETTLED, UsageStore
 from hooks.logs import log
 from hooks.providers import classify
 from hooks.quota import Store, StoreUnavailable, storage_from_url
+from hooks.reload import ReloadMixin
 from hooks.request_gate import RequestGate
 from hooks.requests import RequestState, RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current
@@ -46,7 +47,7 @@ def _router() -> Any:
     return getattr(server, "llm_router", None)
 
 
-class KeypoolHook(CustomLogger):
+class KeypoolHook(ReloadMixin, CustomLogger):
     def __init__(
         self, store: Store | None = None, ledger: UsageStore | None = None, settings: Settings | None = None
     ) -> None:
@@ -383,7 +384,8 @@ class KeypoolHook(CustomLogger):
     # ---- visibility --------------------------------------------------------------------
     async def pool_state(self) -> dict[str, Any]:
         """Per model group: keys ready, sleeping, parked (by scope, until when, why)."""
-        return await status.pool_state(self.store, self.indexes, self.counts, time.time())
+        state = await status.pool_state(self.store, self.indexes, self.counts, time.time())
+        return {**state, "config": self.config_state()}
 
     async def pool_health(self, group: str | None, deployment_id: str | None) -> dict[str, Any]:
         """`GET /health` from pool state: no upstream request. Restores from the ledger first

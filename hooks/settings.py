@@ -57,6 +57,14 @@ class Settings:
     ledger_url: str | None = None  # TIDB_DB_URL; None: SQLite in data_dir
     probe_park_max: float = DEFAULT_PROBE_PARK_MAX  # KEYPOOL_PROBE_PARK_MAX, seconds
     workers: int = 1  # NUM_WORKERS, which LiteLLM's CLI sets from --num_workers for its workers
+    # What a reload re-reads (hooks/reload.py): the .env `make run` exported, the catalogs, and
+    # the names that came from that .env (KEYPOOL_ENV_FROM_FILE, set by scripts/run.sh): those
+    # a new .env replaces; any other variable was set by the user and wins.
+    env_file: Path = field(default_factory=lambda: REPO_ROOT / ".env")
+    catalog_dir: Path = field(default_factory=lambda: REPO_ROOT / "config")
+    config_file: Path = field(default_factory=lambda: REPO_ROOT / "litellm_config.yaml")
+    env_from_file: frozenset[str] = frozenset()
+    auto_reload: bool = False  # KEYPOOL_AUTO_RELOAD=1: a changed .env or catalog is applied by itself
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +80,11 @@ class Settings:
             ledger_url=(env.get("TIDB_DB_URL") or "").strip() or None,
             probe_park_max=probe_park_max(env),
             workers=workers(env),
+            env_file=_path(env, "KEYPOOL_ENV_FILE", REPO_ROOT / ".env"),
+            catalog_dir=_path(env, "KEYPOOL_CONFIG_DIR", REPO_ROOT / "config"),
+            config_file=config_path(env) or REPO_ROOT / "litellm_config.yaml",
+            env_from_file=frozenset(n.strip() for n in env.get("KEYPOOL_ENV_FROM_FILE", "").split(",") if n.strip()),
+            auto_reload=(env.get("KEYPOOL_AUTO_RELOAD") or "").strip().lower() in ("1", "true", "yes"),
         )
 
     @property
@@ -171,6 +184,24 @@ def workers(env: Mapping[str, str]) -> int:
         return max(1, int(raw))
     except ValueError:
         raise ValueError(f"NUM_WORKERS must be a whole number, got {raw!r}") from None
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = (env.get(name) or "").strip()
+    return Path(raw).expanduser().absolute() if raw else default
+
+
+def environ() -> dict[str, str]:
+    """The process environment now: what a reload composes the new `.env` with."""
+    return dict(os.environ)
+
+
+def apply_environ(values: Mapping[str, str], removed: frozenset[str]) -> None:
+    """A reload's new `.env` values (LiteLLM resolves `os.environ/<VAR>` from here when it
+    builds a deployment); `removed`: names the old `.env` set and the new one no longer has."""
+    for name in removed:
+        os.environ.pop(name, None)
+    os.environ.update(values)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,228 @@
+"""Reload `.env` and `config/` into the running proxy (`ReloadMixin`, which `KeypoolHook`
+inherits): validate with the generator, write `litellm_config.yaml` atomically, then change the
+router and keypool's pool in one step of the event loop, so a request sees the old pool or the
+new one. State follows the key (`hooks/reload_plan.py`); the slow parts (reading, generating,
+diffing, building LiteLLM's deployment objects) run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from hooks import logs, reload_plan, restore, settings
+from hooks.admission import GroupIndex, infos_of
+from hooks.logs import log
+from hooks.quota import Change, StoreUnavailable
+
+
+def _generator() -> Any:
+    """scripts/generate_config.py, the one validation of `.env` and catalogs; `make run` starts
+    LiteLLM from the venv's bin/, so the repository may not be on the path yet."""
+    try:
+        from scripts import generate_config
+    except ImportError:
+        sys.path.append(str(settings.REPO_ROOT))
+        from scripts import generate_config
+    return generate_config
+
+
+def _router() -> Any:
+    server = sys.modules.get("litellm.proxy.proxy_server")
+    return getattr(server, "llm_router", None)
+
+
+@dataclass
+class ReloadState:
+    origin: str = field(default_factory=lambda: uuid.uuid4().hex)  # this process, in Redis notices
+    from_file: frozenset[str] = frozenset()
+    running_text: str | None = None  # the config the pool runs on
+    stale: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    lock: asyncio.Lock | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+@dataclass
+class Built:
+    env: reload_plan.EnvChange
+    gen: Any  # scripts.generate_config.Generated
+
+
+def build(cfg: settings.Settings, from_file: frozenset[str]) -> Built:
+    """Read `.env` and the catalogs and generate (raises the generator's GenerationError)."""
+    gen_mod = _generator()
+    file_values = gen_mod.read_env(cfg.env_file, {})
+    env = reload_plan.compose_env(file_values, settings.environ(), from_file)
+    return Built(env, gen_mod.build(env.env, cfg.catalog_dir))
+
+
+def _litellm_deployments(entries: list[dict[str, Any]]) -> list[Any]:
+    from litellm.types.router import Deployment as LiteLLMDeployment
+    from litellm.types.router import LiteLLM_Params
+
+    return [
+        LiteLLMDeployment(
+            model_name=e["model_name"],
+            litellm_params=LiteLLM_Params.model_validate(dict(e["litellm_params"])),
+            model_info=dict(e["model_info"]),
+        )
+        for e in entries
+    ]
+
+
+class ReloadMixin:
+    """Needs from the hook: settings, store, ledger, shared, indexes, _deployments, _restorer."""
+
+    _reload_state: ReloadState | None = None
+
+    @property
+    def reload_state(self) -> ReloadState:
+        if self._reload_state is None:
+            cfg = self.settings  # type: ignore[attr-defined]
+            self._reload_state = ReloadState(from_file=cfg.env_from_file)
+        return self._reload_state
+
+    def config_state(self) -> dict[str, Any]:
+        """For `/keypool/status`: whether `.env`/`config/` changed since the pool's config."""
+        st = self.reload_state
+        return {"stale": st.stale is not None, "stale_detail": st.stale, "last_reload": st.last}
+
+    def remember_running(self) -> None:
+        """At start-up: the config LiteLLM loaded is what the pool runs on."""
+        try:
+            self.reload_state.running_text = self.settings.config_file.read_text(encoding="utf-8")  # type: ignore[attr-defined]
+        except OSError:
+            self.reload_state.running_text = None
+
+    async def check_stale(self) -> bool:
+        """Compare what `.env` and `config/` would generate now with what runs; log once."""
+        st = self.reload_state
+        gen_mod = _generator()
+        try:
+            built = await asyncio.to_thread(build, self.settings, st.from_file)  # type: ignore[attr-defined]
+            stale = None if built.gen.text == st.running_text else {"reason": "changed", "errors": []}
+        except gen_mod.GenerationError as exc:
+            stale = {"reason": "changed, invalid", "errors": list(exc.errors)}
+        if stale is not None and st.stale is None:
+            stale["since"] = time.time()
+            logs.event("config_stale", logging.WARNING, hint="make reload (or SIGHUP) applies it", **stale)
+        st.stale = stale if stale is None or st.stale is None else st.stale | {"errors": stale["errors"]}
+        return st.stale is not None
+
+    async def reload_config(self, trigger: str, announce: bool = True) -> dict[str, Any]:
+        """Re-read `.env` and `config/`; apply them only if the generator accepts them."""
+        st = self.reload_state
+        if st.lock is None:
+            st.lock = asyncio.Lock()
+        async with st.lock:
+            return await self._reload(trigger, announce)
+
+    async def _reload(self, trigger: str, announce: bool) -> dict[str, Any]:
+        st, cfg = self.reload_state, self.settings  # type: ignore[attr-defined]
+        gen_mod = _generator()
+        router = _router()
+        t0 = time.perf_counter()
+        try:
+            built = await asyncio.to_thread(build, cfg, st.from_file)
+        except gen_mod.GenerationError as exc:
+            logs.event("reload_refused", logging.ERROR, trigger=trigger, errors=exc.errors, warnings=exc.warnings)
+            st.last = {"at": time.time(), "trigger": trigger, "applied": False, "errors": list(exc.errors)}
+            return {"applied": False, "errors": list(exc.errors), "warnings": list(exc.warnings)}
+        if router is None:
+            return {"applied": False, "errors": ["the proxy has no router yet"], "warnings": []}
+        entries = [reload_plan.resolve(e, built.env.env) for e in built.gen.config["model_list"]]
+        old = [dict(d) for d in router.model_list]
+        plan = await asyncio.to_thread(reload_plan.plan, old, entries)
+        objects = await asyncio.to_thread(_litellm_deployments, plan.update + plan.add)
+        t_prepared = time.perf_counter()
+        await asyncio.to_thread(gen_mod.write_atomic, cfg.config_file, built.gen.text)
+        settings.apply_environ(built.env.to_set, built.env.to_unset)
+        st.from_file = built.env.from_file
+        await self._fresh_state(plan, restore_new=announce or not self.shared)  # type: ignore[attr-defined]
+        t_state = time.perf_counter()
+        blocked = self._swap(router, plan, objects, built.gen.config["router_settings"])
+        st.running_text, st.stale = built.gen.text, None
+        took = {
+            "prepare_ms": round((t_prepared - t0) * 1000, 1),
+            "state_ms": round((t_state - t_prepared) * 1000, 1),
+            "swap_ms": round(blocked * 1000, 1),
+            "total_ms": round((time.perf_counter() - t0) * 1000, 1),
+        }
+        changes = plan.changes.as_dict()
+        assert reload_plan.safe(plan.changes), "a reload's changes name keys by fingerprint only"
+        logs.event("config_reloaded", trigger=trigger, took=took, **changes)
+        st.last = {"at": time.time(), "trigger": trigger, "applied": True, "changes": changes, "took": took}
+        if announce and self.shared:  # type: ignore[attr-defined]
+            await self._announce()
+        return {"applied": True, "changes": changes, "took": took, "warnings": built.gen.report.warnings}
+
+    async def _fresh_state(self, plan: reload_plan.Plan, restore_new: bool) -> None:
+        """Before the new pool serves: a replaced key under its own default owner starts clean
+        (no parks, empty buckets); a new key gets what the ledger knows of it."""
+        store, now = self.store, time.time()  # type: ignore[attr-defined]
+        try:
+            for scope in reload_plan.stale_scopes(plan.fresh):
+                await store.unpark(scope)
+            for info in {i.bucket: i for i in plan.fresh}.values():
+                changes = [Change(w, s, -(1 << 40), 7200) for w, s in reload_plan.zeroing(info, now)]
+                await store.adjust(info.bucket, changes)
+        except StoreUnavailable:
+            logs.event("reload_state_skipped", logging.WARNING, what="replaced keys' buckets")
+        if plan.new_keys and restore_new:
+            try:
+                units, parks = await restore.restore(store, self.ledger, plan.new_keys, now, now)  # type: ignore[attr-defined]
+                keys = len({i.key for i in plan.new_keys.values()})
+                logs.event("reload_restored", keys=keys, units=units, parks=parks)
+            except Exception as exc:
+                logs.event("reload_restore_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300])
+
+    def _swap(self, router: Any, plan: reload_plan.Plan, objects: list[Any], router_settings: dict[str, Any]) -> float:
+        """Router and pool, with no await: every request sees the old pool or the new one."""
+        t0 = time.perf_counter()
+        for dep in plan.remove:
+            router.delete_deployment(dep)
+        for obj in objects[: len(plan.update)]:
+            router.delete_deployment(obj.model_info.id)
+        for obj in objects:
+            router.add_deployment(obj)
+        router.update_settings(
+            **{"model_group_alias": {}, "fallbacks": [], **router_settings},
+        )
+        touched = {e["model_name"] for e in plan.update + plan.add}
+        indexes: dict[str, GroupIndex] = self.indexes  # type: ignore[attr-defined]
+        touched |= {g for g, idx in indexes.items() if any(d in idx.infos for d in plan.remove)}
+        by_group: dict[str, list[dict[str, Any]]] = {}
+        for d in router.model_list:
+            by_group.setdefault(d["model_name"], []).append(d)
+        for group in touched & set(indexes):
+            infos = infos_of(by_group.get(group, []))
+            if infos:
+                indexes[group] = GroupIndex(infos)
+            else:
+                del indexes[group]
+        deployments: dict[str, dict[str, Any]] = self._deployments  # type: ignore[attr-defined]
+        deployments.clear()
+        deployments.update({str(d["model_info"]["id"]): d for d in router.model_list if "model_info" in d})
+        restorer = self._restorer  # type: ignore[attr-defined]
+        if restorer is not None and not restorer.done:
+            restorer._infos = dict(plan.new_infos)  # a restore still retrying restores the new pool
+        return time.perf_counter() - t0
+
+    async def _announce(self) -> None:
+        import redis.asyncio as aioredis
+
+        cfg = self.settings  # type: ignore[attr-defined]
+        client = aioredis.from_url(cfg.redis_url, socket_timeout=2)
+        try:
+            await client.publish(f"{cfg.redis_prefix}reload", json.dumps({"origin": self.reload_state.origin}))
+        except Exception:
+            log.warning("keypool: could not announce the reload to other instances", exc_info=True)
+        finally:
+            await client.aclose()
