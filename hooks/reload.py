@@ -33,6 +33,18 @@ def _generator() -> Any:
     return generate_config
 
 
+SLICE = 0.02  # seconds of LiteLLM router changes between two turns of the event loop
+
+
+def _load(path: Any) -> dict[str, Any] | None:
+    import yaml
+
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 def _router() -> Any:
     server = sys.modules.get("litellm.proxy.proxy_server")
     return getattr(server, "llm_router", None)
@@ -42,7 +54,7 @@ def _router() -> Any:
 class ReloadState:
     origin: str = field(default_factory=lambda: uuid.uuid4().hex)  # this process, in Redis notices
     from_file: frozenset[str] = frozenset()
-    running_text: str | None = None  # the config the pool runs on
+    running: dict[str, Any] | None = None  # the config the pool runs on
     stale: dict[str, Any] | None = None
     last: dict[str, Any] | None = None
     lock: asyncio.Lock | None = None
@@ -94,12 +106,9 @@ class ReloadMixin:
         st = self.reload_state
         return {"stale": st.stale is not None, "stale_detail": st.stale, "last_reload": st.last}
 
-    def remember_running(self) -> None:
+    async def remember_running(self) -> None:
         """At start-up: the config LiteLLM loaded is what the pool runs on."""
-        try:
-            self.reload_state.running_text = self.settings.config_file.read_text(encoding="utf-8")  # type: ignore[attr-defined]
-        except OSError:
-            self.reload_state.running_text = None
+        self.reload_state.running = await asyncio.to_thread(_load, self.settings.config_file)  # type: ignore[attr-defined]
 
     async def check_stale(self) -> bool:
         """Compare what `.env` and `config/` would generate now with what runs; log once."""
@@ -107,7 +116,7 @@ class ReloadMixin:
         gen_mod = _generator()
         try:
             built = await asyncio.to_thread(build, self.settings, st.from_file)  # type: ignore[attr-defined]
-            stale = None if built.gen.text == st.running_text else {"reason": "changed", "errors": []}
+            stale = None if built.gen.config == st.running else {"reason": "changed", "errors": []}
         except gen_mod.GenerationError as exc:
             stale = {"reason": "changed, invalid", "errors": list(exc.errors)}
         if stale is not None and st.stale is None:
@@ -147,8 +156,8 @@ class ReloadMixin:
         st.from_file = built.env.from_file
         await self._fresh_state(plan, restore_new=announce or not self.shared)  # type: ignore[attr-defined]
         t_state = time.perf_counter()
-        blocked = self._swap(router, plan, objects, built.gen.config["router_settings"])
-        st.running_text, st.stale = built.gen.text, None
+        blocked = await self._swap(router, plan, objects, built.gen.config["router_settings"])
+        st.running, st.stale = built.gen.config, None
         took = {
             "prepare_ms": round((t_prepared - t0) * 1000, 1),
             "state_ms": round((t_state - t_prepared) * 1000, 1),
@@ -177,21 +186,41 @@ class ReloadMixin:
             logs.event("reload_state_skipped", logging.WARNING, what="replaced keys' buckets")
         if plan.new_keys and restore_new:
             try:
-                units, parks = await restore.restore(store, self.ledger, plan.new_keys, now, now)  # type: ignore[attr-defined]
+                units, parks = await restore.restore(store, self.ledger, plan.new_keys, now, now, flushed=False)  # type: ignore[attr-defined]
                 keys = len({i.key for i in plan.new_keys.values()})
                 logs.event("reload_restored", keys=keys, units=units, parks=parks)
             except Exception as exc:
                 logs.event("reload_restore_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300])
 
-    def _swap(self, router: Any, plan: reload_plan.Plan, objects: list[Any], router_settings: dict[str, Any]) -> float:
-        """Router and pool, with no await: every request sees the old pool or the new one."""
+    async def _swap(
+        self, router: Any, plan: reload_plan.Plan, objects: list[Any], router_settings: dict[str, Any]
+    ) -> float:
+        """LiteLLM's list changes in slices of at most SLICE seconds with the event loop free
+        between them (LiteLLM registers each deployment's pricing: ~10 ms each); keypool keeps
+        choosing from its old pool (its index and deployment dicts, old key values included)
+        until the last step, which swaps both with no await: a request's key comes from the old
+        pool or the new one. Returns the longest time the loop was held."""
+        held = 0.0
+        # New ids first and removals last: a group's first listed deployment stays one keypool
+        # knows, so its index is not rebuilt from a half-changed list meanwhile.
+        steps: list[tuple[str, Any]] = [("add", o) for o in objects[len(plan.update) :]]
+        steps += [("update", o) for o in objects[: len(plan.update)]]
+        steps += [("remove", d) for d in plan.remove]
+        n = 0
+        while n < len(steps):
+            t0 = time.perf_counter()
+            while n < len(steps) and time.perf_counter() - t0 < SLICE:
+                kind, item = steps[n]
+                if kind == "remove":
+                    router.delete_deployment(item)
+                else:
+                    if kind == "update":
+                        router.delete_deployment(item.model_info.id)
+                    router.add_deployment(item)
+                n += 1
+            held = max(held, time.perf_counter() - t0)
+            await asyncio.sleep(0)
         t0 = time.perf_counter()
-        for dep in plan.remove:
-            router.delete_deployment(dep)
-        for obj in objects[: len(plan.update)]:
-            router.delete_deployment(obj.model_info.id)
-        for obj in objects:
-            router.add_deployment(obj)
         router.update_settings(
             **{"model_group_alias": {}, "fallbacks": [], **router_settings},
         )
@@ -213,7 +242,7 @@ class ReloadMixin:
         restorer = self._restorer  # type: ignore[attr-defined]
         if restorer is not None and not restorer.done:
             restorer._infos = dict(plan.new_infos)  # a restore still retrying restores the new pool
-        return time.perf_counter() - t0
+        return max(held, time.perf_counter() - t0)
 
     async def _announce(self) -> None:
         import redis.asyncio as aioredis

@@ -35,7 +35,7 @@ class Reloadable(Protocol):
 
     async def check_stale(self) -> bool: ...
 
-    def remember_running(self) -> None: ...
+    async def remember_running(self) -> None: ...
 
     @property
     def reload_state(self) -> Any: ...
@@ -77,7 +77,7 @@ async def _start(hook: Reloadable, settings: Settings) -> None:
             log.warning("keypool: no LiteLLM router after %ss; reloads are off", ROUTER_WAIT)
             return
         await asyncio.sleep(0.1)
-    hook.remember_running()
+    await hook.remember_running()
     try:
         loop.add_signal_handler(signal.SIGHUP, _spawn, hook, "sighup")
     except (NotImplementedError, RuntimeError, ValueError):

@@ -191,15 +191,18 @@ async def restore(
     now: float,
     before: float,
     except_instance: str | None = None,
+    flushed: bool = True,
 ) -> tuple[int, int]:
     """Write what the ledger remembers into the store: (units restored, parks restored).
 
-    Usage rows count only if older than `before` (the store's birth) or, with
+    Usage rows count only if older than `before` (the store's birth, or now for keys new to
+    the pool) or, with
     `except_instance`, written by another instance. Raises LedgerUnavailable, having changed
     nothing, when the ledger cannot be brought up to date first.
     """
     # Rows a crashed predecessor journaled count too: they must be in the DB before we read.
-    if not await asyncio.to_thread(ledger.flush, 10.0):
+    # `flushed=False` (a reload under traffic, whose queue never empties): flush, best effort.
+    if not await asyncio.to_thread(ledger.flush, 10.0) and flushed:
         raise LedgerUnavailable("the usage ledger is unreachable or its journal could not be replayed")
 
     def query(since: float, seconds: int) -> list[Aggregate]:

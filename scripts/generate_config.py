@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,20 @@ class GenerationError(Exception):
 @dataclass
 class Generated:
     config: dict[str, Any]
-    text: str
     report: EnvReport
     catalogs: dict[str, ProviderCatalog]
     aliases: dict[str, list[str]]
+
+    @cached_property
+    def text(self) -> str:
+        """The file's bytes, made on first use: a reload that only compares configs (the
+        proxy's staleness check) skips the YAML emitter, most of a build's time."""
+        return HEADER + yaml.dump(self.config, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, width=120)
+
+
+# libyaml's emitter writes the same bytes as PyYAML's (tests/test_reload_plan.py compares them at
+# the real pool shape) in half the time; PyYAML's where libyaml is missing.
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def read_env(env_file: Path | None, environ: Mapping[str, str]) -> dict[str, str]:
@@ -180,8 +191,7 @@ def build(env: Mapping[str, str], config_dir: Path) -> Generated:
             "custom_auth": "hooks.user_api_key_auth",
         },
     }
-    text = HEADER + yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=120)
-    return Generated(config=config, text=text, report=report, catalogs=catalogs, aliases=aliases)
+    return Generated(config=config, report=report, catalogs=catalogs, aliases=aliases)
 
 
 def write_atomic(path: Path, text: str) -> None:
