@@ -193,6 +193,7 @@ class ReloadMixin:
         # The file is written by a child process while the pool changes (it is only read at the
         # next start); a reload that changes nothing leaves it as it is.
         writing = None if built.gen.config == st.running else await _start_write(cfg.config_file, built.gen.config)
+        later = reload_plan.needs_restart(settings.environ(), built.env.env)
         settings.apply_environ(built.env.to_set, built.env.to_unset)
         st.from_file = built.env.from_file
         await self._fresh_state(plan, restore_new=announce or not self.shared)  # type: ignore[attr-defined]
@@ -217,6 +218,7 @@ class ReloadMixin:
         if announce and self.shared:  # type: ignore[attr-defined]
             await self._announce()
         warnings = list(built.gen.report.warnings)
+        warnings += [f"{name} changed: it takes effect at the next start, not by a reload" for name in later]
         if write_error:
             warnings.append(f"applied, but {cfg.config_file} could not be written: {write_error}")
             logs.event("config_write_failed", logging.ERROR, path=str(cfg.config_file), error=write_error)

@@ -33,6 +33,16 @@ def compose_env(file_values: Mapping[str, str], environ: Mapping[str, str], from
     return EnvChange(env, to_set, frozenset(loaded - set(to_set)), frozenset(to_set))
 
 
+# Read once at start (hooks/settings.py, LiteLLM's general settings): a reload cannot change them.
+AT_START = frozenset({"LITELLM_MASTER_KEY", "REDIS_URL", "TIDB_DB_URL", "NUM_WORKERS"})
+
+
+def needs_restart(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """Variables whose new value takes effect only at the next start (named, never shown)."""
+    names = {n for n in set(before) | set(after) if n in AT_START or n.startswith("KEYPOOL_")}
+    return sorted(n for n in names if before.get(n) != after.get(n) and not n.startswith("KEYPOOL_ENV_"))
+
+
 def resolve(entry: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     """A generated deployment with its `os.environ/<VAR>` references replaced by their values,
     as LiteLLM's router resolves them when it builds the deployment."""

@@ -107,3 +107,9 @@ def test_libyaml_writes_the_same_bytes_as_pyyaml_for_every_catalog_model() -> No
     config = build(env, ROOT / "config").config
     pure = yaml.dump(config, Dumper=yaml.SafeDumper, sort_keys=False, default_flow_style=False, width=120)
     assert render(config).endswith(pure)
+
+
+def test_what_only_a_restart_applies_is_named() -> None:
+    before = {"LITELLM_MASTER_KEY": "a", "KEYPOOL_LOG_LEVEL": "INFO", "KEYPOOL_ENV_FROM_FILE": "x", "G": "k"}
+    after = {"LITELLM_MASTER_KEY": "b", "KEYPOOL_LOG_LEVEL": "DEBUG", "KEYPOOL_ENV_FROM_FILE": "y", "G": "j"}
+    assert reload_plan.needs_restart(before, after) == ["KEYPOOL_LOG_LEVEL", "LITELLM_MASTER_KEY"]
