@@ -1,9 +1,10 @@
 """Reload without a restart, end to end: two real proxies on one Redis, steady traffic from a
 background thread, the fake upstream recording which key served each request.
 
-One `.env` and one catalog directory on disk, as `make run` uses them. Instance A is asked
-(`POST /keypool/reload`, `make reload`'s script, SIGHUP); instance B follows A's notice
-through Redis. The traffic must never see a failure.
+A `.env` per instance and one catalog directory on disk, as `make run` uses them. Instance A
+is asked (`POST /keypool/reload`, `make reload`'s script, SIGHUP); instance B runs with
+KEYPOOL_AUTO_RELOAD=1 and also follows A's notices through Redis (re-reading its own `.env`),
+and A follows B's automatic reloads the same way. The traffic must never see a failure.
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ class Pool:
     def __init__(self, upstream: FakeUpstream, tmp: Path) -> None:
         self.tmp = tmp
         self.env_file = tmp / ".env"
+        self.env_file_b = tmp / "b.env"
         self.config_dir = catalogs(tmp / "config", ROOMY)
         self.env = pool_env(upstream.url, {"groq": 4}, prefix=PREFIX)
-        self.env_file.write_text(env_text(self.env))
+        self.write(self.env)
         prefix = f"kp{uuid.uuid4().hex[:8]}:"
         extra = {
             "KEYPOOL_ENV_FILE": str(self.env_file),
@@ -66,7 +68,13 @@ class Pool:
             "KEYPOOL_REDIS_PREFIX": prefix,
         }
         self.a = Proxy(tmp / "a", self.env, self.config_dir, extra)
-        self.b = Proxy(tmp / "b", self.env, self.config_dir, extra)
+        auto = {**extra, "KEYPOOL_ENV_FILE": str(self.env_file_b), "KEYPOOL_AUTO_RELOAD": "1"}
+        self.b = Proxy(tmp / "b", self.env, self.config_dir, auto)
+
+    def write(self, env: dict[str, str], only_a: bool = False) -> None:
+        self.env_file.write_text(env_text(env))
+        if not only_a:
+            self.env_file_b.write_text(env_text(env))
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +163,17 @@ def fp(proxy_or_env: dict[str, str], index: int) -> str:
     return fingerprint("groq", index, proxy_or_env[f"GROQ_API_KEY_{index}"])
 
 
+def burst(proxy: Proxy, n: int) -> None:
+    """`n` chats, 16 at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> None:
+        proxy.client(timeout=30).chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "x"}])
+
+    with ThreadPoolExecutor(16) as pool_:
+        list(pool_.map(one, range(n)))
+
+
 def make_reload(proxy: Proxy, pool: Pool) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LITELLM_MASTER_KEY": MASTER_KEY, "KEYPOOL_ENV_FILE": str(pool.env_file)}
     return subprocess.run(
@@ -179,7 +198,7 @@ def test_keys_limits_and_a_broken_env_change_under_traffic(pool: Pool, upstream:
     removed = old["GROQ_API_KEY_3"]
     with Traffic([pool.a, pool.b]) as traffic:
         wait_for(lambda: traffic.ok >= 20, 60, "traffic flows")
-        pool.env_file.write_text(env_text(new))
+        pool.write(new)
         reply = admin(pool.a, "POST", "/keypool/reload")
         done = time.time()
         assert reply.status_code == 200, reply.text
@@ -188,16 +207,23 @@ def test_keys_limits_and_a_broken_env_change_under_traffic(pool: Pool, upstream:
         assert changes["keys_removed"] == [fp(old, 3)]
         assert changes["keys_replaced"] == [{"from": fp(old, 2), "to": fp(new, 2)}]
         assert old["GROQ_API_KEY_2"] not in reply.text and new["GROQ_API_KEY_2"] not in reply.text
-        # New keys (and the new value of key 2) serve within 2 s; on both instances.
+        # The new keys (and key 2's new value) are in the pool at the reply and serve within 2 s:
+        # a burst of chats right after the reply (the steady traffic alone is a few per second).
+        for i in (2, 4, 5):
+            health = admin(pool.a, "GET", f"/health?model_id={CHAT}/k{i}").json()
+            assert [e["key"] for e in health["healthy_endpoints"]] == [fp(new, i)]
+        burst(pool.a, 48)
         for key in (new["GROQ_API_KEY_2"], new["GROQ_API_KEY_4"], new["GROQ_API_KEY_5"]):
-            wait_for(lambda key=key: served(upstream, key, done - 1), 2.0, f"a new key serves ({key[-3:]})")
-        wait_for(lambda: any(e["trigger"] == "notice" for e in events(pool.b, "config_reloaded")), 5, "B follows")
-        follow = next(e for e in events(pool.b, "config_reloaded") if e["trigger"] == "notice")
-        assert follow["keys_added"] == changes["keys_added"] and follow["keys_removed"] == changes["keys_removed"]
+            first = min(r["t"] for r in served(upstream, key, done - 1))
+            assert first - done < 2.0, f"a new key first served {first - done:.2f} s after the reply"
+        # B applies the same change within a few seconds: its own watcher or A's notice, first wins.
+        follow = wait_for(lambda: [e for e in events(pool.b, "config_reloaded") if e["keys_added"]], 5, "B follows")
+        assert follow[0]["keys_added"] == changes["keys_added"] and follow[0]["keys_removed"] == changes["keys_removed"]
+        assert follow[0]["keys_replaced"] == changes["keys_replaced"]
 
         # A broken .env is refused with the variable named; the pool keeps serving.
         broken = {**new, "GROQ_API_KEY_5": ""}
-        pool.env_file.write_text(env_text(broken))
+        pool.write(broken)
         refused = make_reload(pool.a, pool)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "GROQ_API_KEY_5 is empty" in refused.stderr
@@ -205,7 +231,9 @@ def test_keys_limits_and_a_broken_env_change_under_traffic(pool: Pool, upstream:
         wait_for(lambda: traffic.ok >= ok_before + 10, 30, "the old pool keeps serving")
 
         # A catalog limit change, applied by SIGHUP, counts what the keys already used.
-        pool.env_file.write_text(env_text(new))
+        b_refused = wait_for(lambda: events(pool.b, "reload_refused"), 5, "B refuses the broken .env by itself")
+        assert b_refused[-1]["trigger"] == "auto" and "GROQ_API_KEY_5 is empty" in b_refused[-1]["errors"][0]
+        pool.write(new)
         for _ in range(10):
             pool.a.client().chat.completions.create(model=TINY, messages=[{"role": "user", "content": "x"}])
         tiny_start = time.time()
@@ -239,7 +267,7 @@ def test_a_changed_env_is_reported_stale_once_and_make_reload_applies_it(pool: P
     current = dict(line.split("=", 1) for line in pool.env_file.read_text().splitlines())
     extra = {**current, "NUM_GROQ": "6", "GROQ_API_KEY_6": key_value("groq", 61, PREFIX)}
     logged = len(events(pool.a, "config_stale"))
-    pool.env_file.write_text(env_text(extra))
+    pool.write(extra, only_a=True)
     status = wait_for(
         lambda: (s := admin(pool.a, "GET", "/keypool/status").json()["config"])["stale"] and s, 10, "stale"
     )
@@ -252,3 +280,19 @@ def test_a_changed_env_is_reported_stale_once_and_make_reload_applies_it(pool: P
     assert json.loads(done.stdout)["changes"]["keys_added"] == [fp(extra, 6)]
     assert admin(pool.a, "GET", "/keypool/status").json()["config"]["stale"] is False
     yaml.safe_load((pool.a.workdir / "litellm_config.yaml").read_text())  # still a whole file
+
+
+def test_an_automatic_reload_on_one_instance_reaches_the_other(pool: Pool, upstream: FakeUpstream) -> None:
+    current = dict(line.split("=", 1) for line in pool.env_file.read_text().splitlines() if "=" in line)
+    more = {**current, "NUM_GROQ": "7", "GROQ_API_KEY_7": key_value("groq", 71, PREFIX)}
+    a_before = len(events(pool.a, "config_reloaded"))
+    pool.env_file.write_text(env_text(more))  # A only reports it (no KEYPOOL_AUTO_RELOAD)...
+    wait_for(lambda: admin(pool.a, "GET", "/keypool/status").json()["config"]["stale"], 10, "A sees it")
+    pool.env_file_b.write_text(env_text(more))  # ...B applies it by itself, and A follows B's notice
+    auto = wait_for(lambda: [e for e in events(pool.b, "config_reloaded") if e["trigger"] == "auto"], 10, "auto")
+    assert fp(more, 7) in auto[-1]["keys_added"]  # B had not taken key 6 yet either
+    followed = wait_for(lambda: events(pool.a, "config_reloaded")[a_before:], 10, "A follows B")
+    assert followed[0]["trigger"] == "notice" and followed[0]["keys_added"] == [fp(more, 7)]
+    health = admin(pool.a, "GET", f"/health?model_id={CHAT}/k7").json()
+    assert [e["key"] for e in health["healthy_endpoints"]] == [fp(more, 7)]
+    assert admin(pool.a, "GET", "/keypool/status").json()["config"]["stale"] is False
