@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import threading
 import time
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             proxy.stop()
     finally:
         fake.stop()
+        shutil.rmtree(work, ignore_errors=True)
     out = {
         "at": stamp,
         "shape": {"pool": REAL_POOL, "deployments": deployments},

@@ -196,7 +196,7 @@ class ReloadMixin:
         later = reload_plan.needs_restart(settings.environ(), built.env.env)
         settings.apply_environ(built.env.to_set, built.env.to_unset)
         st.from_file = built.env.from_file
-        await self._fresh_state(plan, restore_new=announce or not self.shared)  # type: ignore[attr-defined]
+        await self._fresh_state(plan)
         t_state = time.perf_counter()
         blocked = await self._swap(router, plan, objects, built.gen.config["router_settings"])
         t_applied = time.perf_counter()
@@ -224,10 +224,15 @@ class ReloadMixin:
             logs.event("config_write_failed", logging.ERROR, path=str(cfg.config_file), error=write_error)
         return {"applied": True, "changes": changes, "took": took, "warnings": warnings}
 
-    async def _fresh_state(self, plan: reload_plan.Plan, restore_new: bool) -> None:
-        """Before the new pool serves: a replaced key under its own default owner starts clean
-        (no parks, empty buckets); a new key gets what the ledger knows of it."""
+    async def _fresh_state(self, plan: reload_plan.Plan) -> None:
+        """Before the new pool serves: a bucket whose key changed starts clean (no parks, no
+        counts), then every new or re-bucketed key gets what the ledger knows of it. Once per
+        change across the instances sharing Redis: the first to apply it."""
         store, now = self.store, time.time()  # type: ignore[attr-defined]
+        if not (plan.fresh or plan.new_keys):
+            return
+        if self.shared and not await self._claim(reload_plan.transition(plan)):  # type: ignore[attr-defined]
+            return
         try:
             for scope in reload_plan.stale_scopes(plan.fresh):
                 await store.unpark(scope)
@@ -238,7 +243,7 @@ class ReloadMixin:
                     await asyncio.sleep(0)  # the memory store never yields by itself
         except StoreUnavailable:
             logs.event("reload_state_skipped", logging.WARNING, what="replaced keys' buckets")
-        if plan.new_keys and restore_new:
+        if plan.new_keys:
             try:
                 units, parks = await restore.restore(store, self.ledger, plan.new_keys, now, now, flushed=False)  # type: ignore[attr-defined]
                 keys = len({i.key for i in plan.new_keys.values()})
@@ -298,6 +303,20 @@ class ReloadMixin:
         if restorer is not None and not restorer.done:
             restorer._infos = dict(plan.new_infos)  # a restore still retrying restores the new pool
         return max(held, time.perf_counter() - t0)
+
+    async def _claim(self, transition: str) -> bool:
+        """True for the first instance to apply this pool change (Redis `SET NX`, 10 minutes)."""
+        import redis.asyncio as aioredis
+
+        cfg = self.settings  # type: ignore[attr-defined]
+        client = aioredis.from_url(cfg.redis_url, socket_timeout=2)
+        try:
+            return bool(await client.set(f"{cfg.redis_prefix}once:reload:{transition}", "1", nx=True, ex=600))
+        except Exception:
+            log.warning("keypool: could not claim the reload's state change; leaving it to another", exc_info=True)
+            return False
+        finally:
+            await client.aclose()
 
     async def _announce(self) -> None:
         import redis.asyncio as aioredis

@@ -4,6 +4,7 @@ by value), and which quota state a replaced key must not inherit."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -104,7 +105,7 @@ class Plan:
     new_infos: dict[str, Deployment]
     changes: Changes
     fresh: list[Deployment]  # deployments of replaced keys whose quota state must start clean
-    new_keys: dict[str, Deployment]  # deployments of keys the pool did not have: restore from the ledger
+    new_keys: dict[str, Deployment]  # new keys and fresh buckets: restore from the ledger
 
 
 def _infos(entries: Iterable[Mapping[str, Any]]) -> dict[str, Deployment]:
@@ -166,9 +167,22 @@ def plan(old_entries: Iterable[Mapping[str, Any]], new_entries: Iterable[Mapping
         "updated": len(update),
         "kept": len(set(new) & set(old)) - len(update),
     }
-    fresh = [i for i in new_infos.values() if i.fingerprint in replaced_to and default_owner(i)]
-    born = {i.deployment_id: i for i in new_infos.values() if i.key not in old_keys}
+    # A key with no named owner is its own owner, but the generator names that owner after the
+    # key's index (`groq:key3`): a bucket whose key changed (a new value, a key moved from
+    # another index, a new index) holds another key's usage and starts clean; what its new key
+    # really used comes back from the ledger, matched by key identity.
+    held = {i.bucket: i.key for i in old_infos.values() if default_owner(i)}
+    fresh = [i for i in new_infos.values() if default_owner(i) and held.get(i.bucket) != i.key]
+    fresh_ids = {i.deployment_id for i in fresh}
+    born = {i.deployment_id: i for i in new_infos.values() if i.key not in old_keys or i.deployment_id in fresh_ids}
     return Plan(remove, update, add, new_infos, changes, fresh, born)
+
+
+def transition(plan: Plan) -> str:
+    """Names one pool change the same way in every instance that applies it: in Redis mode
+    only the first resets and restores (a second restore would count the ledger twice)."""
+    parts = sorted(f"{i.bucket}={i.key}" for i in plan.fresh) + sorted(plan.new_keys)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def stale_scopes(fresh: Iterable[Deployment]) -> list[str]:

@@ -51,9 +51,11 @@ def test_keys_added_removed_replaced_and_moved_by_fingerprint() -> None:
     assert not p.changes.models_added and not p.changes.limits_changed
     models = len({i.group for i in p.new_infos.values()})
     assert p.changes.deployments == {"added": models, "removed": 0, "updated": 3 * models, "kept": models}
-    # Only the replaced key starts clean (its owner is the key itself); the moved key keeps its state.
-    assert {i.fingerprint for i in p.fresh} == {new_fp[2]}
-    assert {i.fingerprint for i in p.new_keys.values()} == {new_fp[2], new_fp[4], new_fp[5]}
+    # Buckets named after an index whose key changed start clean; the ledger gives each new or
+    # moved key its own usage back. Key 1's bucket is untouched.
+    assert {i.fingerprint for i in p.fresh} == {new_fp[2], new_fp[3], new_fp[4], new_fp[5]}
+    assert {i.fingerprint for i in p.new_keys.values()} == {new_fp[2], new_fp[3], new_fp[4], new_fp[5]}
+    assert reload_plan.transition(p) == reload_plan.transition(plan(entries(old_env), entries(new_env)))
     for secret in ("o-groq-secret-new2", old_env["GROQ_API_KEY_3"]):
         assert secret not in repr(p.changes.as_dict())
     assert reload_plan.safe(p.changes)
@@ -77,7 +79,8 @@ def test_models_and_limits(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert p.changes.models_added == ["groq/allam-2-7b"]
     assert p.changes.models_removed == ["groq/llama-3.1-8b-instant"]
     assert p.changes.limits_changed == {"groq/llama-3.3-70b-versatile": {"from": {"rpm": 30}, "to": {"rpm": 10}}}
-    assert p.new_keys == {} and p.fresh == []
+    # Only the new model's buckets are new: restored from the ledger; every other bucket stays.
+    assert {i.group for i in p.fresh} == {i.group for i in p.new_keys.values()} == {"groq/allam-2-7b"}
     assert plan(before, copy.deepcopy(before)).changes.empty()
 
 
