@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from hooks import logs, reload_plan, restore, settings
+from hooks import logs, reload_plan, restore, settings, windows
 from hooks.admission import GroupIndex, infos_of
 from hooks.logs import log
 from hooks.quota import Change, StoreUnavailable
@@ -237,7 +237,9 @@ class ReloadMixin:
             for scope in reload_plan.stale_scopes(plan.fresh):
                 await store.unpark(scope)
             for n, info in enumerate({i.bucket: i for i in plan.fresh}.values()):
-                changes = [Change(w, s, -(1 << 40), 7200) for w, s in reload_plan.zeroing(info, now)]
+                changes = [
+                    Change(w, s, -(1 << 40), windows.length(w) * 2 + 120) for w, s in reload_plan.zeroing(info, now)
+                ]
                 await store.adjust(info.bucket, changes)
                 if n % 50 == 49:
                     await asyncio.sleep(0)  # the memory store never yields by itself
