@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +109,11 @@ class RequestTracker:
         state.deadline = now + self.ttl
         self._deadlines.append((state.deadline, request_id))
         return state
+
+    def in_flight(self) -> Iterator[Reservation]:
+        """Every reservation not settled yet (the status's in-flight figures)."""
+        for state in self._requests.values():
+            yield from state.reservations.values()
 
     def close(self, request_id: str) -> None:
         """The request is over (its last attempt settled): forget it."""
