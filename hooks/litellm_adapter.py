@@ -336,7 +336,7 @@ class KeypoolHook(StatusMixin, CustomLogger):
         if state is not None and res is not None:
             held = res.tokens if started else 0
             self._record(res, state, verdict.kind.value, status, ended=now, held_tokens=held)
-        self._observe_failure(info, res, verdict)
+        self._observe_failure(info, res, verdict, status)
         if state is not None:
             state.last_error = exc
             refusals.after_failure(

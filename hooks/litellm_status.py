@@ -34,6 +34,12 @@ def _router() -> Any:
     return getattr(server, "llm_router", None)
 
 
+def evidence_of(kind: str, status: int | None) -> str:
+    """What the status says a key died of: the verdict and the provider's HTTP status, which the
+    ledger keeps too (the classifier's own words are in the key's `last_failure`)."""
+    return f"{kind} (HTTP {status})" if status else kind
+
+
 class StatusMixin:
     """Needs from the hook: settings, store, ledger, indexes, counts, shared, _requests,
     _deployments, _ensure_started."""
@@ -63,11 +69,15 @@ class StatusMixin:
         now = time.time()
         self.recorder.success(res.info.fingerprint, res.info.group, now - res.at, tokens or 0, now)
 
-    def _observe_failure(self, info: Deployment, res: Reservation | None, verdict: Verdict) -> None:
+    def _observe_failure(self, info: Deployment, res: Reservation | None, verdict: Verdict, status: int | None) -> None:
         now = time.time()
         kind = verdict.kind.value
         latency = now - res.at if res is not None else None
-        self.recorder.failure(info.fingerprint, kind, verdict.reason or kind, latency, now, kind in KEY_VERDICTS)
+        # Stamped with the attempt's start and described as its ledger row is: every instance
+        # (this one from memory, the others from the ledger) then tells the same "dead since".
+        at = res.at if res is not None else now
+        evidence = evidence_of(kind, status) if kind in KEY_VERDICTS else None
+        self.recorder.failure(info.fingerprint, kind, verdict.reason or kind, latency, at, evidence)
 
     # ---- GET /keypool/status -----------------------------------------------------------
     def _pool_infos(self) -> list[Deployment]:
@@ -112,8 +122,8 @@ class StatusMixin:
             if r.outcome not in KEY_VERDICTS:  # taken back since: no evidence of death
                 continue
             ts = r.ts if r.ts.tzinfo else r.ts.replace(tzinfo=UTC)
-            status_text = f" (HTTP {r.http_status})" if r.http_status else ""
-            out[key_identity(r.key_fingerprint)] = Failure(r.outcome, ts.timestamp(), f"{r.outcome}{status_text}")
+            evidence = evidence_of(r.outcome, r.http_status)
+            out[key_identity(r.key_fingerprint)] = Failure(r.outcome, ts.timestamp(), evidence)
         return out
 
     async def pool_state(self) -> dict[str, Any]:

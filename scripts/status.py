@@ -27,7 +27,10 @@ from rich.table import Table
 from rich.text import Text
 
 ROOT = Path(__file__).resolve().parent.parent
-GROUP_COLUMNS = ("model group", "ready", "parked", "dead", "requests today", "tokens today", "next reset", "runs out")
+GROUP_COLUMNS = (
+    *("model group", "ready", "parked", "dead", "in flight"),
+    *("requests today", "tokens today", "next reset", "runs out"),
+)
 
 
 def admin_key(env_file: Path) -> str:
@@ -90,7 +93,7 @@ def render(data: dict[str, Any]) -> Group:
             "next reset",
             "runs out",
         ):
-            groups.add_column(col, justify="right" if col in ("ready", "parked", "dead") else "left")
+            groups.add_column(col, justify="right" if col in ("ready", "parked", "dead", "in flight") else "left")
         out = []
         for gname, g in prov["groups"].items():
             day = g["day"]
@@ -99,6 +102,7 @@ def render(data: dict[str, Any]) -> Group:
                 str(g["ready"]),
                 str(g["parked"]),
                 str(g["dead"]),
+                str(g["in_flight"]["requests"]),
                 left(day["requests"]),
                 left(day["tokens"]),
                 when(day["next_reset"], now),

@@ -54,7 +54,7 @@ def test_recent_success_rate_and_median_latency_cover_five_minutes() -> None:
     rec.success("k", "g", 0.9, 10, NOW - 400)  # older than 5 minutes: gone
     rec.success("k", "g", 0.1, 10, NOW - 10)
     rec.success("k", "g", 0.3, 10, NOW - 5)
-    rec.failure("k", "rate_limit", "groq (RPM)", 0.2, NOW - 1, verdict=False)
+    rec.failure("k", "rate_limit", "groq (RPM)", 0.2, NOW - 1)
     recent = rec.recent("k", NOW)
     assert (recent.attempts, recent.successes) == (3, 2)
     assert recent.success_rate == pytest.approx(2 / 3)
@@ -102,7 +102,9 @@ async def test_view_shows_windows_parks_dead_keys_in_flight_and_the_forecast() -
     assert keys[a.fingerprint]["park"]["class"] == "daily_quota" and keys[a.fingerprint]["room"] is False
     assert keys[b.fingerprint]["dead"] == {"since": NOW - 50, "class": "dead_key", "evidence": "groq 'invalid_api_key'"}
     assert keys[c.fingerprint]["in_flight"] == {"requests": 2, "tokens": 300, "instance": "host:1"}
-    assert group["buckets"][a.bucket]["windows"]["rpd"] == {"used": 100, "limit": 100, "remaining": 0, "resets_at": None}
+    rpd = group["buckets"][a.bucket]["windows"]["rpd"]
+    assert rpd == {"used": 100, "limit": 100, "remaining": 0, "resets_at": None}
+    assert group["in_flight"] == {"requests": 2, "tokens": 300, "instance": "host:1"}
     day = group["day"]
     # b is dead: its bucket adds no capacity; a is spent; c has all of its day left.
     assert day["requests"] == {"served": 100, "capacity": 200, "remaining": 100}
@@ -111,6 +113,22 @@ async def test_view_shows_windows_parks_dead_keys_in_flight_and_the_forecast() -
     assert day["forecast"]["runs_out_at"] == pytest.approx(NOW + 500)
     assert day["forecast"]["limited_by"] == "tokens" and day["forecast"]["instance"] == "host:1"
     assert out["instance"] == {"id": "host:1", "store": "memory"}
+
+
+async def test_a_bucket_the_provider_says_is_spent_adds_what_it_served_and_no_more() -> None:
+    store = MemoryBuckets()
+    a, b = (dep("groq/m", i, f"groq:org{i}", limits={"rpd": 100}) for i in (1, 2))
+    await spend(store, a, 10, 10)
+    await store.park(scopes.owner(a.owner), time.time() + 600, "daily_quota:rpd")
+    rec = Recorder(started=NOW)
+
+    async def none(dead: set[str]) -> dict:
+        return {}
+
+    out = await view.full_state(store, [a, b], {}, rec, none, NOW, view.Instance("i", True))
+    day = out["providers"]["groq"]["groups"]["groq/m"]["day"]
+    assert day["requests"] == {"served": 10, "capacity": 110, "remaining": 100}
+    assert out["providers"]["groq"]["day"]["requests"]["remaining"] == 100
 
 
 # ---- start-up summary ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ RATE = 900.0  # the forecast's rate: the last 15 minutes
 class Failure:
     kind: str  # the failure class (hooks/providers FailureClass value)
     at: float
-    reason: str  # the classifier's evidence, never a key
+    reason: str  # the classifier's reason (a verdict: what the ledger says of it), never a key
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,14 @@ class Recorder:
         served.append((now, 1, max(0, tokens)))
         _drop(served, now - self.rate_span)
 
-    def failure(self, key: str, kind: str, reason: str, latency: float | None, now: float, verdict: bool) -> None:
+    def failure(
+        self, key: str, kind: str, reason: str, latency: float | None, now: float, verdict: str | None = None
+    ) -> None:
+        """`verdict`: the evidence, when this failure declared the key dead or unpaid."""
         self._attempt(key, False, latency, now)
         self.last_failure[key] = Failure(kind, now, reason)
-        if verdict:
-            self.verdicts[key] = Failure(kind, now, reason)
+        if verdict is not None:
+            self.verdicts[key] = Failure(kind, now, verdict)
 
     def _attempt(self, key: str, ok: bool, latency: float | None, now: float) -> None:
         queue = self._attempts.setdefault(key, deque())

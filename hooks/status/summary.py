@@ -14,7 +14,7 @@ from rich.table import Table
 
 from hooks import capacity
 from hooks.deployment import Deployment
-from hooks.status.view import DEAD, PARKED, dead_keys, key_state, park_of
+from hooks.status.view import DEAD, PARKED, dead_keys, key_state, park_of, spent_buckets
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def problems(infos: Iterable[Deployment]) -> list[str]:
                 f"{provider}: {len(bare)} key(s) have no {provider.upper()}_OWNER_<n> while others do: {listed}"
                 " (each counts as its own account; set the owner so its quota is shared correctly)"
             )
-    out += [f"{m}: no limits in the catalog (admitted blindly until the provider refuses)" for m in sorted(unlimited)]
+    out += [f"{m}: no limits in the config (admitted blindly until the provider refuses)" for m in sorted(unlimited)]
     return out
 
 
@@ -75,7 +75,7 @@ def summarise(
 ) -> Summary:
     infos = list(infos)
     dead = dead_keys(parks)
-    _, days = capacity.day_use(infos, usage, dead)
+    _, days = capacity.day_use(infos, usage, dead, spent_buckets(infos, parks))
     lines = []
     for provider in sorted({i.provider for i in infos}):
         mine = [i for i in infos if i.provider == provider]

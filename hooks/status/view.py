@@ -75,12 +75,12 @@ def _day(day: capacity.DayUse | None) -> dict[str, Any]:
     if day is None:
         return {"requests": None, "tokens": None, "utilisation": None, "next_reset": None}
 
-    def part(used: int, cap: int | None) -> dict[str, Any]:
-        return {"served": used, "capacity": cap, "remaining": None if cap is None else max(0, cap - used)}
+    def part(used: int, cap: int | None, left: int | None) -> dict[str, Any]:
+        return {"served": used, "capacity": cap, "remaining": left}
 
     return {
-        "requests": part(day.requests_used, day.requests_capacity),
-        "tokens": part(day.tokens_used, day.tokens_capacity),
+        "requests": part(day.requests_used, day.requests_capacity, day.requests_remaining),
+        "tokens": part(day.tokens_used, day.tokens_capacity, day.tokens_remaining),
         "utilisation": day.utilisation,
         "next_reset": day.next_reset,
     }
@@ -105,6 +105,20 @@ def _forecast(day: dict[str, Any], recorder: Recorder, group: str, now: float, i
         "rate_span_s": rate.span,
         "instance": instance,  # the rate is this instance's traffic
     }
+
+
+SPENT_CLASSES = frozenset({"daily_quota", "model_unavailable"})
+
+
+def spent_buckets(infos: Iterable[Deployment], parks: Mapping[str, tuple[float, str]]) -> set[str]:
+    """Buckets the provider said are spent (a daily quota, a model it does not serve to them):
+    parked on the bucket itself or on its owner's account."""
+    out = set()
+    for info in infos:
+        for scope in (scopes.bucket(info.bucket), scopes.owner(info.owner)):
+            if scope in parks and parks[scope][1].split(":", 1)[0] in SPENT_CLASSES:
+                out.add(info.bucket)
+    return out
 
 
 def dead_keys(parks: Mapping[str, tuple[float, str]]) -> set[str]:
@@ -132,7 +146,7 @@ async def full_state(
     parks = await store.parks("")
     usage = await capacity.bucket_usage(store, infos, now)
     dead = dead_keys(parks)
-    group_days, provider_days = capacity.day_use(infos, usage, dead)
+    group_days, provider_days = capacity.day_use(infos, usage, dead, spent_buckets(infos, parks))
     verdicts = await verdicts_for(dead) if dead else {}
     iid = instance.id
     providers: dict[str, Any] = {}
@@ -151,6 +165,7 @@ async def full_state(
                 PARKED: 0,
                 DEAD: 0,
                 "day": day,
+                "in_flight": {"requests": 0, "tokens": 0, "instance": iid},
                 "buckets": {},
                 "keys": [],
             }
@@ -166,6 +181,8 @@ async def full_state(
         group["total"] += 1
         group[state] += 1
         flight = in_flight.get(info.deployment_id, InFlight())
+        group["in_flight"]["requests"] += flight.requests
+        group["in_flight"]["tokens"] += flight.tokens
         recent = recorder.recent(info.fingerprint, now)
         verdict = verdicts.get(info.fingerprint) if state == DEAD else None
         group["keys"].append(
