@@ -75,11 +75,12 @@ def buckets_of(infos: Iterable[Deployment]) -> dict[str, Deployment]:
 
 
 async def bucket_usage(store: Counters, infos: Iterable[Deployment], now: float) -> dict[str, BucketUse]:
-    """Every window of every distinct bucket: one storage call per bucket."""
+    """Every window of every distinct bucket: one storage call for all of them."""
     out: dict[str, BucketUse] = {}
-    for bucket, info in sorted(buckets_of(infos).items()):
-        checks = plan(info.limits, info.reset, 0, now)
-        used = await store.usage(bucket, checks) if checks else {}
+    buckets = sorted(buckets_of(infos).items())
+    planned = [(bucket, plan(info.limits, info.reset, 0, now)) for bucket, info in buckets]
+    counts = await store.usage_many(planned)
+    for (bucket, info), (_, checks), used in zip(buckets, planned, counts, strict=True):
         out[bucket] = BucketUse(
             bucket,
             info.provider,

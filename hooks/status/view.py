@@ -151,9 +151,10 @@ async def full_state(
     iid = instance.id
     providers: dict[str, Any] = {}
     for info in infos:
-        prov = providers.setdefault(
-            info.provider, {"day": _day(provider_days.get(info.provider)), "keys": set(), "groups": {}}
-        )
+        prov = providers.get(info.provider)
+        if prov is None:
+            day = _day(provider_days.get(info.provider))
+            prov = providers[info.provider] = {"day": day, "keys": set(), "groups": {}}
         prov["keys"].add(info.fingerprint)
         group = prov["groups"].get(info.group)
         if group is None:
