@@ -68,8 +68,25 @@ def answer(exc: Exception, verdict: Verdict, provider: str, group: str) -> Excep
     return exc
 
 
-def no_capacity(model: str, exc: NoCapacity, now: float) -> Exception:
-    """The answer when no key of the group can take the request now."""
+def no_capacity(model: str, exc: NoCapacity, now: float, waited_ms: float | None = None) -> Exception:
+    """The answer when no key of the group can take the request now; `waited_ms`: how long the
+    request waited for capacity first (hooks/waits.py), said at the end of the message."""
+    return with_wait(_no_capacity(model, exc, now), waited_ms)
+
+
+def with_wait(err: Exception, waited_ms: float | None) -> Exception:
+    """`err` whose message ends by saying how long the request waited, if it did."""
+    if waited_ms is None:
+        return err
+    note = f" (keypool waited {int(waited_ms)} ms for capacity first)"
+    if isinstance(getattr(err, "message", None), str):
+        err.message += note  # type: ignore[attr-defined]
+    if err.args and isinstance(err.args[0], str):
+        err.args = (err.args[0] + note, *err.args[1:])
+    return err
+
+
+def _no_capacity(model: str, exc: NoCapacity, now: float) -> Exception:
     if exc.too_large:
         return status_error(
             413,
@@ -105,4 +122,12 @@ def store_unreachable(model: str, exc: Exception) -> Exception:
         num_retries=0,  # every retry would meet the same store
     )
     err.headers = {"retry-after": str(UNREACHABLE_RETRY_AFTER)}  # type: ignore[attr-defined]
+    return err
+
+
+def client_left(model: str, waited_ms: float) -> Exception:
+    """The client disconnected while its request waited for capacity (hooks/litellm_waits.py):
+    nobody reads this answer; it ends the request without a retry or a fallback."""
+    err = status_error(499, f"keypool: the client left after waiting {int(waited_ms)} ms for {model}", "keypool", model)
+    err.num_retries = 0  # type: ignore[attr-defined]
     return err

@@ -1,0 +1,236 @@
+"""LiteLLM's side of waiting for capacity (hooks/waits.py decides; this is the glue).
+
+The wait happens inside the router's `async_filter_deployments` call, before a deployment is
+chosen: the router has started no attempt yet, so none of its timeouts run (a request timeout
+is passed to the provider call, which has not begun) and no retry or fallback counts the wait.
+A request whose group has alias fallbacks answers 429 at once there, so LiteLLM moves on to
+the fallbacks; only in the last group of the chain, every one before it dry, does it wait.
+
+The proxy does not cancel a request whose client left, so a small ASGI middleware keeps each
+request's `receive` (and headers) in a context variable: a waiter listens for the client's
+`http.disconnect` while it waits, and leaves the line at once when it comes. The same
+middleware adds `x-keypool-waited-ms` to the answer of a request that waited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from hooks import litellm_data, litellm_errors, waits
+from hooks.admission import Choice, GroupIndex, NoCapacity
+from hooks.requests import RequestState
+from hooks.settings import Settings
+
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+
+
+@dataclass(eq=False)
+class ClientLink:
+    """What keypool knows of the HTTP request being served (one per request, via `_LINK`)."""
+
+    receive: Receive | None
+    headers: dict[str, str] = field(default_factory=dict)
+    waited_ms: float | None = None
+
+
+_LINK: ContextVar[ClientLink | None] = ContextVar("keypool_client_link", default=None)
+
+
+class WaitMiddleware:
+    """Plain ASGI (the proxy's streams pass through untouched): the request's link in, the
+    waited-ms header out."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Message, receive: Receive, send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
+        link = ClientLink(receive, headers)
+
+        async def send_with_wait(message: Message) -> None:
+            if message.get("type") == "http.response.start" and link.waited_ms is not None:
+                extra = (waits.WAITED_HEADER.encode(), str(int(link.waited_ms)).encode())
+                message = {**message, "headers": [*message.get("headers", ()), extra]}
+            await send(message)
+
+        token = _LINK.set(link)
+        try:
+            await self.app(scope, receive, send_with_wait)
+        finally:
+            _LINK.reset(token)
+
+
+def install(app: Any) -> None:
+    """Put the middleware in front of the proxy's app, whether or not it has started."""
+    if getattr(app, "middleware_stack", None) is None:
+        app.add_middleware(WaitMiddleware)
+    else:  # LiteLLM loads keypool during its start-up, after Starlette built the stack
+        app.middleware_stack = WaitMiddleware(app.middleware_stack)
+
+
+async def _client_left(receive: Receive) -> None:
+    """Returns when the client disconnects (the body was read already: nothing else arrives)."""
+    while (await receive()).get("type") != "http.disconnect":
+        pass
+
+
+def _router() -> Any:
+    server = sys.modules.get("litellm.proxy.proxy_server")
+    return getattr(server, "llm_router", None)
+
+
+def last_in_chain(model: str, kwargs: Mapping[str, Any]) -> bool:
+    """Whether `model` is the last group the request may reach (no fallback after it)."""
+    first = model
+    for name in ("metadata", "litellm_metadata"):
+        meta = kwargs.get(name)
+        if isinstance(meta, Mapping) and isinstance(meta.get("original_model_group"), str):
+            first = meta["original_model_group"]
+    chain = litellm_data.router_chain(_router(), first)
+    return model not in chain or chain[-1] == model
+
+
+def asked_budget(kwargs: Mapping[str, Any], link: ClientLink | None) -> tuple[object, object]:
+    """The header's and the body's max-wait values, as sent (None when absent)."""
+    header = link.headers.get(waits.HEADER) if link is not None else None
+    body = None
+    for name in ("metadata", "litellm_metadata"):
+        meta = kwargs.get(name)
+        if not isinstance(meta, Mapping):
+            continue
+        body = meta.get(waits.BODY_KEY, body)
+        sent = meta.get("headers")
+        if header is None and isinstance(sent, Mapping):
+            header = next((v for k, v in sent.items() if str(k).lower() == waits.HEADER), None)
+    return header, body
+
+
+def _refused(model: str, wake_at: float) -> NoCapacity:
+    return NoCapacity(model, wake_at, False)
+
+
+class WaitingMixin:
+    """For KeypoolHook: `_admit` runs one admission attempt, waiting in line when allowed."""
+
+    settings: Settings
+    counts: Counter[tuple[str, str]]
+
+    def _line(self, model: str, index: GroupIndex) -> waits.WaitQueue:
+        lines: dict[str, waits.WaitQueue] = self.__dict__.setdefault("_wait_lines", {})
+        line = lines.get(model)
+        if line is None:
+            line = lines[model] = waits.WaitQueue()
+        index.on_wake = line.signal  # the index may have been rebuilt since
+        return line
+
+    def _budget(self, kwargs: Mapping[str, Any], link: ClientLink | None) -> float:
+        header, body = asked_budget(kwargs, link)
+        try:
+            return waits.budget(header, body, self.settings.max_wait_s, self.settings.max_wait_cap_s)
+        except waits.BadBudget as exc:
+            err = litellm_errors.status_error(400, f"keypool: {exc}", "keypool", "")
+            err.num_retries = 0  # type: ignore[attr-defined]
+            raise err from None
+
+    async def _admit(
+        self,
+        model: str,
+        index: GroupIndex,
+        state: RequestState,
+        kwargs: Mapping[str, Any],
+        attempt: Callable[[float], Awaitable[Choice]],
+    ) -> Choice:
+        """`attempt(now)` now, or in line for the group when the request may wait; raises
+        NoCapacity (with the true wake time) when it may not, or not long enough."""
+        link = _LINK.get()
+        deadline = state.created + self._budget(kwargs, link)
+        own_refusal = state.refusal is not None and state.refusal.covers(model)
+        may_wait = deadline > state.created and not own_refusal and last_in_chain(model, kwargs)
+        line = self._line(model, index)
+        cap = self.settings.max_waiters
+        now = time.time()
+        if not len(line):
+            try:
+                return await attempt(now)
+            except NoCapacity as exc:
+                if not (may_wait and waits.should_wait(exc.wake_at, now, deadline, 0, cap)):
+                    raise
+        else:  # others wait already: a newcomer goes behind them or answers now
+            wake = index.earliest_wake()
+            if not (may_wait and waits.should_wait(min(wake, now), now, deadline, len(line), cap)):
+                self.counts[(model, "wait_refused")] += 1
+                raise _refused(model, wake if math.isfinite(wake) else now + 1.0)
+        return await self._wait(model, index, line, state, deadline, link, attempt)
+
+    async def _wait(
+        self,
+        model: str,
+        index: GroupIndex,
+        line: waits.WaitQueue,
+        state: RequestState,
+        deadline: float,
+        link: ClientLink | None,
+        attempt: Callable[[float], Awaitable[Choice]],
+    ) -> Choice:
+        waiter = line.join()
+        started = time.time()
+        wake_at = started
+        gone = asyncio.ensure_future(_client_left(link.receive)) if link and link.receive else None
+        self.counts[(model, "waited")] += 1
+        try:
+            while True:
+                now = time.time()
+                head = line.is_head(waiter)
+                if head and waiter.event.is_set():
+                    waiter.event.clear()
+                    try:
+                        return await attempt(now)
+                    except NoCapacity as exc:
+                        wake_at = exc.wake_at
+                        if not waits.should_wait(wake_at, now, deadline, 0, 1):
+                            self.counts[(model, "wait_expired")] += 1
+                            raise
+                elif now >= deadline:
+                    self.counts[(model, "wait_expired")] += 1
+                    wake = index.earliest_wake()
+                    raise _refused(model, wake if math.isfinite(wake) else now + 1.0)
+                timeout = waits.sleep_for(wake_at, now, deadline) if head else max(waits.MIN_SLEEP, deadline - now)
+                if await self._sleep(waiter.event, timeout, gone):
+                    self.counts[(model, "wait_left")] += 1
+                    raise litellm_errors.client_left(model, (time.time() - started) * 1000)
+                if line.is_head(waiter):
+                    waiter.event.set()  # its wake time (or a release) came: look again
+        finally:
+            line.leave(waiter)
+            if gone is not None:
+                gone.cancel()
+                with contextlib.suppress(BaseException):
+                    await gone
+            state.waited_ms = (state.waited_ms or 0.0) + (time.time() - started) * 1000
+            if link is not None:
+                link.waited_ms = state.waited_ms
+
+    @staticmethod
+    async def _sleep(event: asyncio.Event, timeout: float, gone: asyncio.Future[None] | None) -> bool:
+        """Until `event`, `timeout` or the client leaving; True when the client left."""
+        woken = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait(
+                [f for f in (woken, gone) if f is not None], timeout=timeout, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            woken.cancel()
+        return gone is not None and gone.done()
