@@ -40,6 +40,7 @@ class ClientLink:
 
     receive: Receive | None
     headers: dict[str, str] = field(default_factory=dict)
+    arrived: float = field(default_factory=time.time)
     waited_ms: float | None = None
 
 
@@ -156,9 +157,11 @@ class WaitingMixin:
         """`attempt(now)` now, or in line for the group when the request may wait; raises
         NoCapacity (with the true wake time) when it may not, or not long enough."""
         link = _LINK.get()
-        deadline = state.created + self._budget(kwargs, link)
+        # The budget runs from the request's arrival at the proxy, as the client counts it.
+        arrived = min(link.arrived, state.created) if link is not None else state.created
+        deadline = arrived + self._budget(kwargs, link)
         own_refusal = state.refusal is not None and state.refusal.covers(model)
-        may_wait = deadline > state.created and not own_refusal and last_in_chain(model, kwargs)
+        may_wait = deadline > arrived and not own_refusal and last_in_chain(model, kwargs)
         line = self._line(model, index)
         cap = self.settings.max_waiters
         now = time.time()
@@ -173,7 +176,7 @@ class WaitingMixin:
             if not (may_wait and waits.should_wait(min(wake, now), now, deadline, len(line), cap)):
                 self.counts[(model, "wait_refused")] += 1
                 raise _refused(model, wake if math.isfinite(wake) else now + 1.0)
-        return await self._wait(model, index, line, state, deadline, link, attempt)
+        return await self._wait(model, index, line, state, (arrived, deadline), link, attempt)
 
     async def _wait(
         self,
@@ -181,11 +184,12 @@ class WaitingMixin:
         index: GroupIndex,
         line: waits.WaitQueue,
         state: RequestState,
-        deadline: float,
+        span: tuple[float, float],
         link: ClientLink | None,
         attempt: Callable[[float], Awaitable[Choice]],
     ) -> Choice:
-        waiter = line.join()
+        arrived, deadline = span
+        waiter = line.join(arrived)
         started = time.time()
         wake_at = started
         gone = asyncio.ensure_future(_client_left(link.receive)) if link and link.receive else None
@@ -196,6 +200,7 @@ class WaitingMixin:
                 head = line.is_head(waiter)
                 if head and waiter.event.is_set():
                     waiter.event.clear()
+                    waiter.trying = True
                     try:
                         return await attempt(now)
                     except NoCapacity as exc:
@@ -203,6 +208,8 @@ class WaitingMixin:
                         if not waits.should_wait(wake_at, now, deadline, 0, 1):
                             self.counts[(model, "wait_expired")] += 1
                             raise
+                    finally:
+                        waiter.trying = False
                 elif now >= deadline:
                     self.counts[(model, "wait_expired")] += 1
                     wake = index.earliest_wake()

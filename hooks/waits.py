@@ -70,7 +70,9 @@ def sleep_for(wake_at: float, now: float, deadline: float) -> float:
 class Waiter:
     """One request in a group's line; `event` is set when it should look again."""
 
+    arrived: float  # when the request reached the proxy: its place in the line
     event: asyncio.Event = field(default_factory=asyncio.Event)
+    trying: bool = False  # at the store right now: nobody may step in front of it
 
 
 class WaitQueue:
@@ -82,10 +84,16 @@ class WaitQueue:
     def __len__(self) -> int:
         return len(self._line)
 
-    def join(self) -> Waiter:
-        waiter = Waiter()
-        self._line.append(waiter)
-        if len(self._line) == 1:
+    def join(self, arrived: float) -> Waiter:
+        """In line by arrival: the proxy's own work before admission (auth, checks) can take
+        longer for one request than for the next, and must not decide who goes first. Never
+        ahead of a head that is trying the store right now."""
+        waiter = Waiter(arrived)
+        at = len(self._line)
+        while at > 0 and self._line[at - 1].arrived > arrived and not self._line[at - 1].trying:
+            at -= 1
+        self._line.insert(at, waiter)
+        if at == 0:
             waiter.event.set()  # nobody ahead: look at once
         return waiter
 
