@@ -137,6 +137,11 @@ class WaitingMixin:
         index.on_wake = line.signal  # the index may have been rebuilt since
         return line
 
+    def waiting(self, model: str) -> int:
+        """How many requests wait in line for `model` now."""
+        line = self.__dict__.get("_wait_lines", {}).get(model)
+        return len(line) if line is not None else 0
+
     def _budget(self, kwargs: Mapping[str, Any], link: ClientLink | None) -> float:
         header, body = asked_budget(kwargs, link)
         try:
@@ -165,18 +170,20 @@ class WaitingMixin:
         line = self._line(model, index)
         cap = self.settings.max_waiters
         now = time.time()
+        tried: float | None = None  # the wake time a try just now found
         if not len(line):
             try:
                 return await attempt(now)
             except NoCapacity as exc:
                 if not (may_wait and waits.should_wait(exc.wake_at, now, deadline, 0, cap)):
                     raise
+                tried = exc.wake_at
         else:  # others wait already: a newcomer goes behind them or answers now
             wake = index.earliest_wake()
             if not (may_wait and waits.should_wait(min(wake, now), now, deadline, len(line), cap)):
                 self.counts[(model, "wait_refused")] += 1
                 raise _refused(model, wake if math.isfinite(wake) else now + 1.0)
-        return await self._wait(model, index, line, state, (arrived, deadline), link, attempt)
+        return await self._wait(model, index, line, state, (arrived, deadline, tried), link, attempt)
 
     async def _wait(
         self,
@@ -184,14 +191,17 @@ class WaitingMixin:
         index: GroupIndex,
         line: waits.WaitQueue,
         state: RequestState,
-        span: tuple[float, float],
+        span: tuple[float, float, float | None],
         link: ClientLink | None,
         attempt: Callable[[float], Awaitable[Choice]],
     ) -> Choice:
-        arrived, deadline = span
+        arrived, deadline, tried = span
         waiter = line.join(arrived)
         started = time.time()
         wake_at = started
+        if tried is not None and line.is_head(waiter):
+            waiter.event.clear()  # it tried a moment ago: next at the wake time or a release
+            wake_at = tried
         gone = asyncio.ensure_future(_client_left(link.receive)) if link and link.receive else None
         self.counts[(model, "waited")] += 1
         try:

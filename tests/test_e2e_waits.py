@@ -50,7 +50,9 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 20.0, every: 
 
 
 @pytest.fixture(scope="module")
-def pair(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proxy, Proxy, Ledger, str]]:
+def pair(
+    upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Proxy, Proxy, Ledger, str]]:
     tmp = tmp_path_factory.mktemp("waits")
     cdir = write_catalogs(
         tmp / "config",
@@ -167,7 +169,7 @@ def counts(proxy: Proxy) -> dict[str, int]:
 def test_three_times_capacity_is_served_in_arrival_order(
     upstream: FakeUpstream, pair: tuple[Proxy, Proxy, Ledger, str], latency: Callable[[float], None]
 ) -> None:
-    a, _, ledger, prefix = pair
+    a, _, ledger, _ = pair
     latency(600)
     ids = [f"fifo-{uuid.uuid4().hex[:8]}-{n}" for n in range(6)]
     t0 = time.monotonic() + 0.5
@@ -193,7 +195,7 @@ def test_three_times_capacity_is_served_in_arrival_order(
 def test_budget_zero_answers_at_once(
     upstream: FakeUpstream, pair: tuple[Proxy, Proxy, Ledger, str], latency: Callable[[float], None]
 ) -> None:
-    a, _, ledger, prefix = pair
+    a, _, ledger, _ = pair
     latency(1500)
     ids = [f"now-{uuid.uuid4().hex[:8]}-{n}" for n in range(6)]
     with ThreadPoolExecutor(len(ids)) as pool:
@@ -249,10 +251,8 @@ def test_a_client_that_leaves_while_waiting_leaves_no_trace(
     assert upstream_429s(upstream) == 0
 
 
-def test_a_stream_waits_the_same_way(
-    pair: tuple[Proxy, Proxy, Ledger, str], latency: Callable[[float], None]
-) -> None:
-    a, _, ledger, prefix = pair
+def test_a_stream_waits_the_same_way(pair: tuple[Proxy, Proxy, Ledger, str], latency: Callable[[float], None]) -> None:
+    a, _, _, prefix = pair
     latency(1500)
     with ThreadPoolExecutor(2) as pool:
         holders = [pool.submit(send, a, f"hold-{uuid.uuid4().hex[:8]}") for _ in range(2)]
