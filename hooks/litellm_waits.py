@@ -166,7 +166,8 @@ class WaitingMixin:
         arrived = min(link.arrived, state.created) if link is not None else state.created
         deadline = arrived + self._budget(kwargs, link)
         own_refusal = state.refusal is not None and state.refusal.covers(model)
-        may_wait = deadline > arrived and not own_refusal and last_in_chain(model, kwargs)
+        # The chain is only read when the answer depends on it.
+        may_wait = deadline > arrived and not own_refusal
         line = self._line(model, index)
         cap = self.settings.max_waiters
         now = time.time()
@@ -177,10 +178,17 @@ class WaitingMixin:
             except NoCapacity as exc:
                 if not (may_wait and waits.should_wait(exc.wake_at, now, deadline, 0, cap)):
                     raise
+                if not last_in_chain(model, kwargs):
+                    raise
                 tried = exc.wake_at
         else:  # others wait already: a newcomer goes behind them or answers now
             wake = index.earliest_wake()
-            if not (may_wait and waits.should_wait(min(wake, now), now, deadline, len(line), cap)):
+            # No key asleep (a release woke them; the head is about to look): as good as now.
+            soonest = wake if math.isfinite(wake) else now
+            queued = len(line)
+            if not (
+                may_wait and waits.should_wait(soonest, now, deadline, queued, cap) and last_in_chain(model, kwargs)
+            ):
                 self.counts[(model, "wait_refused")] += 1
                 raise _refused(model, wake if math.isfinite(wake) else now + 1.0)
         return await self._wait(model, index, line, state, (arrived, deadline, tried), link, attempt)
