@@ -285,3 +285,22 @@ def test_a_malformed_budget_is_a_400(pair: tuple[Proxy, Proxy, Ledger, str], tmp
     a, _, _, _ = pair
     bad = send(a, f"bad-{uuid.uuid4().hex[:8]}", "soon")
     assert bad["status"] == 400 and "x-keypool-max-wait" in str(bad["error"]), bad
+
+
+def test_litellm_timeouts_do_not_count_the_wait(
+    pair: tuple[Proxy, Proxy, Ledger, str], latency: Callable[[float], None]
+) -> None:
+    a, _, ledger, prefix = pair
+    latency(3000)
+    with ThreadPoolExecutor(2) as pool:
+        holders = [pool.submit(send, a, f"hold-{uuid.uuid4().hex[:8]}", extra_body={"timeout": 30}) for _ in range(2)]
+        wait_for("both keys held", lambda: both_held(a, prefix))
+        # LiteLLM's timeout of 5 s is shorter than the wait (~3 s) plus the call (3 s): it bounds
+        # the provider call only, so the request is served, on its first and only attempt.
+        patient = send(a, f"patient-{uuid.uuid4().hex[:8]}", BUDGET, extra_body={"timeout": 5})
+        assert [h.result()["status"] for h in holders] == [200, 200]
+    assert patient["status"] == 200, patient
+    assert patient["waited"] is not None and int(patient["waited"]) > 1000, patient
+    assert patient["took"] > 5.0, patient
+    got = wait_for("its row", lambda: rows(ledger, [patient["id"]]))
+    assert got[patient["id"]].attempt == 1 and got[patient["id"]].outcome == "success"
