@@ -7,6 +7,7 @@ import asyncio
 import math
 import time
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -228,5 +229,32 @@ def test_a_client_that_leaves_leaves_the_line_at_once() -> None:
         pool.release()
         assert await stays == "stays"
         assert pool.served == ["stays"]
+
+    asyncio.run(run())
+
+
+def test_only_the_last_group_of_an_alias_chain_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hooks import litellm_waits
+
+    router = SimpleNamespace(model_group_alias={"fast": "groq/a"}, fallbacks=[{"fast": ["cerebras/b", "gemini/c"]}])
+    monkeypatch.setattr(litellm_waits, "_router", lambda: router)
+    first = {"metadata": {"original_model_group": "fast"}}
+    assert not litellm_waits.last_in_chain("groq/a", first)
+    assert not litellm_waits.last_in_chain("cerebras/b", first)
+    assert litellm_waits.last_in_chain("gemini/c", first)
+    assert litellm_waits.last_in_chain("groq/m", {"metadata": {}})  # no fallbacks: its own chain
+
+
+def test_a_group_with_fallbacks_answers_at_once_so_the_fallbacks_are_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hooks import litellm_waits
+
+    router = SimpleNamespace(model_group_alias={}, fallbacks=[{"groq/m": ["cerebras/b"]}])
+    monkeypatch.setattr(litellm_waits, "_router", lambda: router)
+
+    async def run() -> None:
+        hook, pool = Hook(), Pool()
+        began = time.monotonic()
+        assert await admit(hook, pool, "r", 60) == "r:429"
+        assert time.monotonic() - began < 0.1 and hook.waiting("groq/m") == 0
 
     asyncio.run(run())
