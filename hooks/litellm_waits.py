@@ -15,7 +15,6 @@ middleware adds `x-keypool-waited-ms` to the answer of a request that waited.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import sys
 import time
@@ -241,9 +240,8 @@ class WaitingMixin:
         finally:
             line.leave(waiter)
             if gone is not None:
+                # Not awaited: a cancellation of this very task must not be swallowed here.
                 gone.cancel()
-                with contextlib.suppress(BaseException):
-                    await gone
             state.waited_ms = (state.waited_ms or 0.0) + (time.time() - started) * 1000
             if link is not None:
                 link.waited_ms = state.waited_ms

@@ -54,6 +54,7 @@ def pair(
     upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Proxy, Proxy, Ledger, str]]:
     tmp = tmp_path_factory.mktemp("waits")
+    upstream.reset()  # no limits or modes left by an earlier module: keypool's own are the test
     cdir = write_catalogs(
         tmp / "config",
         {
