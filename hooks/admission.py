@@ -32,11 +32,13 @@ class Choice:
 class NoCapacity(Exception):
     """Nothing in the group can take the request; `wake_at` is the earliest moment one may."""
 
-    def __init__(self, group: str, wake_at: float, too_large: bool) -> None:
+    def __init__(self, group: str, wake_at: float, too_large: bool, why: str = "") -> None:
         super().__init__(group)
         self.group = group
         self.wake_at = wake_at
         self.too_large = too_large
+        # What keeps the earliest key out: a window ("rpm", "tpd"), or "parked:<reason>".
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class GroupIndex:
         self._pos: dict[str, int] = {d: n for n, d in enumerate(self._ready)}
         self._sleeping: list[tuple[float, str]] = []
         self._wake_at: dict[str, float] = {}
+        self._why: dict[str, str] = {}  # what put a sleeping deployment to sleep (for the 429's words)
         self.by_bucket: dict[str, list[str]] = {}
         self._by_scope: dict[str, list[str]] = {}
         for info in self.infos.values():
@@ -96,10 +99,11 @@ class GroupIndex:
             self._ready.append(dep)
         self._wake_at.pop(dep, None)
 
-    def sleep(self, dep: str, until: float) -> None:
+    def sleep(self, dep: str, until: float, why: str = "") -> None:
         if dep in self._pos:
             self._remove_ready(dep)
         self._wake_at[dep] = until
+        self._why[dep] = why
         heapq.heappush(self._sleeping, (until, dep))
         if len(self._sleeping) > 2 * len(self._wake_at) + 64:
             # Early wakes leave superseded entries behind: drop them before they pile up.
@@ -109,11 +113,17 @@ class GroupIndex:
     def _superseded(self, entry: tuple[float, str]) -> bool:
         return self._wake_at.get(entry[1]) != entry[0]
 
-    def sleep_all(self, until: float) -> None:
+    def sleep_all(self, until: float, why: str = "") -> None:
         """Every deployment of the group waits until `until` (a park on the whole model)."""
-        for dep in list(self.infos):
+        self.sleep_scope("", until, why)
+
+    def sleep_scope(self, scope: str, until: float, why: str = "") -> None:
+        """The deployments `scope` keeps out (every one for "") wait until `until`: a park the
+        store holds anyway, known here so the next request neither asks the store nor waits on
+        a wake time that is too early."""
+        for dep in list(self.infos) if not scope else self._by_scope.get(scope, ()):
             if self._wake_at.get(dep, 0.0) < until:
-                self.sleep(dep, until)
+                self.sleep(dep, until, why)
 
     def wake(self, now: float) -> None:
         while self._sleeping and self._sleeping[0][0] <= now:
@@ -143,9 +153,16 @@ class GroupIndex:
 
     def earliest_wake(self) -> float:
         """The earliest moment a sleeping deployment may have room: the true wake of its bucket."""
+        return self.earliest()[0]
+
+    def earliest(self) -> tuple[float, str]:
+        """`earliest_wake`, with what keeps that deployment out until then."""
         while self._sleeping and self._superseded(self._sleeping[0]):
             heapq.heappop(self._sleeping)
-        return self._sleeping[0][0] if self._sleeping else INF
+        if not self._sleeping:
+            return INF, ""
+        until, dep = self._sleeping[0]
+        return until, self._why.get(dep, "")
 
     def pick(self, skip: set[str]) -> str | None:
         """A random ready deployment not in `skip`, or None."""
@@ -227,9 +244,9 @@ async def choose(
             too_large += 1
             skip.add(dep)  # this request can never fit this key; smaller ones may
             continue
-        index.sleep(dep, verdict.wake_at)
-    wake_at = index.earliest_wake()
-    raise NoCapacity(group, wake_at, refused > 0 and too_large == refused and wake_at == INF)
+        index.sleep(dep, verdict.wake_at, verdict.reason)
+    wake_at, why = index.earliest()
+    raise NoCapacity(group, wake_at, refused > 0 and too_large == refused and wake_at == INF, why)
 
 
 def wake(indexes: Iterable[GroupIndex], release: Release) -> None:

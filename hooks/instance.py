@@ -75,6 +75,23 @@ def claim(settings: Settings) -> InstanceLock | None:
     return InstanceLock(path, fd)
 
 
+def holder(data_dir: Path) -> str | None:
+    """Who holds `data_dir`'s lock now ("pid 123"), or None when no process does."""
+    path = data_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return f"pid {pid}" if pid.isdigit() else "another process"
+    finally:
+        os.close(fd)
+    return None
+
+
 def claim_or_exit(settings: Settings) -> InstanceLock | None:
     """`claim`, or say why not and exit with uvicorn's start-up failure code (3): a refusing
     worker then stops uvicorn's supervisor too, instead of being restarted."""

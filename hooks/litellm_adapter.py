@@ -25,7 +25,6 @@ from hooks import (
     proxy_setup,
     refusals,
     restore,
-    scopes,
     settlement,
     status,
 )
@@ -173,7 +172,7 @@ class KeypoolHook(WaitingMixin, CustomLogger):
             return healthy_deployments
         await self._ensure_started(healthy_deployments)
         kwargs = request_kwargs if request_kwargs is not None else {}
-        self._gate.within_chain(model, kwargs)
+        self._gate.within_chain(model, kwargs, messages)
         now = time.time()
         state = self._open(kwargs, now)
         if state.client_error is not None:
@@ -212,7 +211,7 @@ class KeypoolHook(WaitingMixin, CustomLogger):
                 refusal.final = True
                 raise refusal.answer.with_traceback(None) from None
             self.counts[(model, "pool_429")] += 1
-            if state.last_error is not None and not math.isfinite(exc.wake_at):
+            if state.last_error is not None and not math.isfinite(exc.wake_at) and not exc.why:
                 # Every key left was tried for this request and failed: say what failed.
                 raise state.last_error.with_traceback(None) from None
             raise litellm_errors.no_capacity(model, exc, time.time(), state.waited_ms) from None
@@ -343,8 +342,8 @@ class KeypoolHook(WaitingMixin, CustomLogger):
             except StoreUnavailable:
                 logs.event("park_skipped", logging.WARNING, scope=park.scope, reason=park.reason)
                 continue
-            if park.scope.startswith(scopes.MODEL) and info.group in self.indexes:
-                self.indexes[info.group].sleep_all(park.until)
+            for index in self.indexes.values():
+                index.sleep_scope(park.scope, park.until, f"parked:{park.reason}")
         if review.started:
             cap = self.settings.probe_park_max
             await refusals.systemic_event(
@@ -370,13 +369,16 @@ class KeypoolHook(WaitingMixin, CustomLogger):
 
     async def async_post_call_failure_hook(
         self, request_data: dict, original_exception: Exception, user_api_key_dict: Any, traceback_str: Any = None
-    ) -> None:
-        """The error the client gets keeps the provider's message, not the ids of the account
-        behind the key (the proxy answers from this same exception object)."""
+    ) -> Any:
+        """The error the client gets: keypool's own answer where keypool decided (hooks/answers.py),
+        else the provider's message without the ids of the account behind the key."""
         try:
             litellm_data.scrub_error(original_exception)
+            state = self._requests.get(litellm_data.request_id(request_data))
+            return litellm_errors.for_client(original_exception, state.key_out if state is not None else None)
         except Exception:
             log.exception("keypool: could not scrub a provider error")
+            return None
 
     # ---- visibility --------------------------------------------------------------------
     async def pool_state(self) -> dict[str, Any]:

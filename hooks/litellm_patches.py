@@ -181,6 +181,25 @@ def _no_seed(original: Fn) -> Fn:
     return no_seed
 
 
+def _no_retry_sleep(original: Fn) -> Fn:
+    """LiteLLM sleeps before retrying a group with one deployment (the provider's Retry-After,
+    up to a minute) while the client waits on an answer keypool already knows: admission sees
+    every key's windows and parks, so the retry either finds a key at once or answers 429 with
+    the true Retry-After at once."""
+
+    def time_to_sleep_before_retry(
+        self: Any,
+        e: Exception,
+        remaining_retries: int,
+        num_retries: int,
+        healthy_deployments: list | None = None,
+        all_deployments: list | None = None,
+    ) -> float:
+        return 0.0
+
+    return time_to_sleep_before_retry
+
+
 # ---- health checks ------------------------------------------------------------------------
 
 
@@ -244,6 +263,16 @@ PATCHES: tuple[Patch, ...] = (
     Patch(
         "skip_group_usage_headers",
         (Target(lambda: (_router_class(), "get_remaining_model_group_usage"), ("self", "model_group"), _no_usage),),
+    ),
+    Patch(
+        "no_retry_sleep",
+        (
+            Target(
+                lambda: (_router_class(), "_time_to_sleep_before_retry"),
+                ("self", "e", "remaining_retries", "num_retries", "healthy_deployments", "all_deployments"),
+                _no_retry_sleep,
+            ),
+        ),
     ),
     Patch(
         "skip_otel_seeding",

@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from hooks import litellm_data, litellm_errors, waits
+from hooks import answers, litellm_data, litellm_errors, waits
 from hooks.admission import Choice, GroupIndex, NoCapacity
 from hooks.requests import RequestState
 from hooks.settings import Settings
@@ -118,8 +118,12 @@ def asked_budget(kwargs: Mapping[str, Any], link: ClientLink | None) -> tuple[ob
     return header, body
 
 
-def _refused(model: str, wake_at: float) -> NoCapacity:
-    return NoCapacity(model, wake_at, False)
+def _refused(model: str, index: GroupIndex, now: float) -> NoCapacity:
+    """The 429 for a request that may not wait (longer): the group's true earliest wake."""
+    wake_at, why = index.earliest()
+    if not math.isfinite(wake_at):  # no key asleep: the head of the line is about to take one
+        wake_at, why = now + 1.0, why or "busy"
+    return NoCapacity(model, wake_at, False, why)
 
 
 class WaitingMixin:
@@ -146,7 +150,8 @@ class WaitingMixin:
         try:
             return waits.budget(header, body, self.settings.max_wait_s, self.settings.max_wait_cap_s)
         except waits.BadBudget as exc:
-            err = litellm_errors.status_error(400, f"keypool: {exc}", "keypool", "")
+            said = answers.Answer(400, f"keypool: {exc}", code="invalid_max_wait")
+            err = litellm_errors.carry(litellm_errors.status_error(400, said.message, "keypool", ""), said)
             err.num_retries = 0  # type: ignore[attr-defined]
             raise err from None
 
@@ -189,7 +194,7 @@ class WaitingMixin:
                 may_wait and waits.should_wait(soonest, now, deadline, queued, cap) and last_in_chain(model, kwargs)
             ):
                 self.counts[(model, "wait_refused")] += 1
-                raise _refused(model, wake if math.isfinite(wake) else now + 1.0)
+                raise _refused(model, index, now)
         return await self._wait(model, index, line, state, (arrived, deadline, tried), link, attempt)
 
     async def _wait(
@@ -229,8 +234,7 @@ class WaitingMixin:
                         waiter.trying = False
                 elif now >= deadline:
                     self.counts[(model, "wait_expired")] += 1
-                    wake = index.earliest_wake()
-                    raise _refused(model, wake if math.isfinite(wake) else now + 1.0)
+                    raise _refused(model, index, now)
                 timeout = waits.sleep_for(wake_at, now, deadline) if head else max(waits.MIN_SLEEP, deadline - now)
                 if await self._sleep(waiter.event, timeout, gone):
                     self.counts[(model, "wait_left")] += 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from hooks import access, instance, litellm_data, litellm_patches, litellm_waits, logs, routes
+from hooks import access, instance, litellm_data, litellm_output, litellm_patches, litellm_waits, logs, routes
 from hooks.logs import log
 
 
@@ -23,6 +23,7 @@ def install(hook: Any) -> instance.InstanceLock | None:
     # Exits when this process would count quota alone beside another (hooks/instance.py).
     lock = instance.claim_or_exit(hook.settings)
     logs.event("litellm_tuning", **litellm_patches.apply())
+    litellm_output.install()
     if not litellm_patches.close_on_shutdown(hook.aclose):
         log.warning("keypool: this LiteLLM has no proxy_shutdown_event; the ledger closes at exit only")
     app = getattr(server, "app", None)

@@ -7,10 +7,10 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from hooks import logs, scopes
+from hooks import answers, logs, scopes
 from hooks.admission import GroupIndex
 from hooks.deployment import Deployment
-from hooks.failures import REVALIDATED, Next, holds_for_every_group, next_step
+from hooks.failures import KEY_VERDICTS, REVALIDATED, Next, holds_for_every_group, next_step
 from hooks.ledger import UsageStore
 from hooks.providers import FailureClass, Verdict
 from hooks.quota import Parks
@@ -26,6 +26,10 @@ def after_failure(
 ) -> None:
     """Record on the request what its next attempts do: `answer()` builds the client's answer."""
     step = next_step(verdict)
+    # LiteLLM answers with the key's error when it has no retry left (a one-key group never
+    # retries a 401): the client must not read the provider's "invalid API key" as its own.
+    dead = verdict.kind.value in KEY_VERDICTS
+    state.key_out = answers.key_out(info.group, info.provider, verdict.kind.value) if dead else None
     if step == Next.ANOTHER_KEY:
         return
     if verdict.kind == FailureClass.CLIENT_ERROR:

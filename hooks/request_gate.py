@@ -40,10 +40,13 @@ class RequestGate:
         if refusal is not None:
             raise ProxyException(message=refusal.message, type="invalid_request_error", param=refusal.param, code=400)
 
-    def within_chain(self, group: str, kwargs: Mapping[str, Any]) -> None:
+    def within_chain(self, group: str, kwargs: Mapping[str, Any], messages: list | None = None) -> None:
         """Inside an alias chain a group that cannot serve the request hands it to the next one
-        (`before_routing` already made sure one can)."""
+        (`before_routing` already made sure one can). The router passes `messages` beside the
+        request's other arguments, not in them."""
         facts = self._facts.get(group)
+        if messages is not None:
+            kwargs = {**kwargs, "messages": messages}
         if facts is None or "messages" not in kwargs:
             return
         needs, _ = request_checks.needs_of(kwargs, "acompletion")

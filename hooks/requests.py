@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hooks.answers import Answer
 from hooks.deployment import Deployment
 from hooks.ledger import UsageRow
 
@@ -65,6 +66,9 @@ class RequestState:
     client_error: Exception | None = None
     refusal: Refusal | None = None
     last_error: Exception | None = None
+    # Set while the latest failure was the key's own (dead, unpaid): what the client gets if
+    # LiteLLM answers with that error (hooks/answers.py `key_out`), never the provider's "invalid key".
+    key_out: Answer | None = None
     attempts: int = 0
     deadline: float = 0.0
     waited_ms: float | None = None  # time spent waiting for capacity (hooks/waits.py), if any

@@ -174,6 +174,9 @@ def build(env: Mapping[str, str], config_dir: Path) -> Generated:
             "disable_hf_tokenizer_download": True,
             "drop_params": True,
             "request_timeout": 600,
+            # keypool's answers name the group and say why; LiteLLM's routing notes appended to
+            # every error ("fallbacks=[...]", "Set 'context_window_fallback'") would only confuse.
+            "expose_router_debug_in_errors": False,
         },
         "general_settings": {
             "master_key": "os.environ/LITELLM_MASTER_KEY",

@@ -33,7 +33,7 @@ from rich.table import Table
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hooks import probes
+from hooks import instance, probes
 from hooks.deployment import Deployment
 from hooks.ledger import UsageStore
 from hooks.providers import Verdict, classify
@@ -157,9 +157,32 @@ def main(argv: list[str] | None = None) -> int:
     for p in probes:
         table.add_row(p.key, p.provider, p.model, p.result, p.detail)
     Console().print(table)
-    back = sum(p.result == "back" for p in probes)
-    console.print(f"{back} of {len(probes)} came back" if probes else "no key is out of the pool")
+    console.print(summary(probes, args.dry_run))
+    proxy = None if args.dry_run else memory_mode_proxy(Settings.from_env(env))
+    if proxy and any(p.result == "back" for p in probes):
+        console.print(
+            f"[yellow]warning:[/yellow] a proxy ({proxy}) runs on this data dir in memory mode: it keeps the keys "
+            "out until it restarts (it reads parks.json only at start). Restart it, or set REDIS_URL so a "
+            "revalidation reaches running proxies at once.",
+            highlight=False,
+        )
     return 0
+
+
+def summary(probes: list[Probe], dry_run: bool) -> str:
+    if not probes:
+        return "no key is out of the pool"
+    if dry_run:
+        return f"{len(probes)} key(s) out of the pool; --dry-run sent no request"
+    back = sum(p.result == "back" for p in probes)
+    tried = sum(p.result != "not probed" for p in probes)
+    skipped = f" ({len(probes) - tried} not probed)" if tried < len(probes) else ""
+    return f"{back} of {tried} probed came back{skipped}"
+
+
+def memory_mode_proxy(settings: Settings) -> str | None:
+    """The running proxy that will not see this revalidation until it restarts, if any."""
+    return None if settings.shared else instance.holder(settings.data_dir)
 
 
 if __name__ == "__main__":

@@ -76,3 +76,17 @@ def test_one_process_per_data_dir_without_redis(tmp_path: Path) -> None:
     again = instance.claim(settings)  # the lock goes with its process
     assert again is not None
     again.release()
+
+
+def test_holder_names_the_process_that_holds_the_data_dir(tmp_path: Path) -> None:
+    holder = instance.holder
+    assert holder(tmp_path) is None  # no lock file
+    settings = Settings.from_env({"KEYPOOL_DATA_DIR": str(tmp_path)})
+    lock = instance.claim(settings)
+    assert lock is not None
+    try:
+        # flock is per open file: from this same process a second open sees it held.
+        assert holder(tmp_path) == f"pid {os.getpid()}"
+    finally:
+        lock.release()
+    assert holder(tmp_path) is None

@@ -133,3 +133,13 @@ async def test_each_probe_is_one_ledger_row_and_parks_what_the_proxy_would(tmp_p
     # The healed key's bucket counts the probe's actual tokens, not the estimate.
     checks = plan(healed.limits, healed.reset, 0, now)
     assert await store.usage(healed.bucket, checks) == {"rpm": 1, "tpm": 5}
+
+
+def test_the_summary_says_what_was_probed_and_a_dry_run_that_nothing_was() -> None:
+    from scripts.revalidate import Probe, summary
+
+    out = [Probe("groq#1:aa", "groq", "m", "back", ""), Probe("groq#2:bb", "groq", "m", "not probed", "no quota")]
+    assert summary(out, dry_run=False) == "1 of 1 probed came back (1 not probed)"
+    dry = [Probe("groq#1:aa", "groq", "m", "unknown", "dry run")]
+    assert summary(dry, dry_run=True) == "1 key(s) out of the pool; --dry-run sent no request"
+    assert summary([], dry_run=True) == "no key is out of the pool"

@@ -94,6 +94,8 @@ def test_the_gate_passes_an_alias_to_the_group_that_can_serve_and_refuses_the_re
         gate.within_chain("a/first", {"messages": USER, "tools": TOOL})
     assert err.value.num_retries == 0  # type: ignore[attr-defined]
     gate.within_chain("b/second", {"messages": USER, "tools": TOOL})
+    with pytest.raises(litellm.BadRequestError):  # as the router calls it: messages beside the rest
+        gate.within_chain("a/first", {"tools": TOOL}, USER)
     with pytest.raises(Exception, match="no model behind 'alias'") as refused:
         gate.before_routing(r, {"model": "alias", "messages": USER, "max_tokens": 1000}, "acompletion")
     assert getattr(refused.value, "code", None) == "400"

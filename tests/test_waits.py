@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hooks import litellm_errors, waits
+from hooks import answers, litellm_errors, waits
 from hooks.admission import Choice, GroupIndex, NoCapacity
 from hooks.deployment import Deployment
 from hooks.litellm_waits import _LINK, ClientLink, WaitingMixin
@@ -83,9 +83,11 @@ def test_the_line_is_in_arrival_order_and_never_jumps_a_head_at_the_store() -> N
 
 def test_the_answer_after_a_wait_says_how_long() -> None:
     now = time.time()
-    err = litellm_errors.no_capacity("groq/m", NoCapacity("groq/m", now + 30, False), now, 1234.5)
-    assert "waited 1234 ms" in str(err)
-    assert "waited" not in str(litellm_errors.no_capacity("groq/m", NoCapacity("groq/m", now + 30, False), now))
+    err = litellm_errors.no_capacity("groq/m", NoCapacity("groq/m", now + 30, False, "rpm"), now, 1234.5)
+    said = answers.attached(err)
+    assert said is not None and "after waiting 1234 ms" in said.message and said.retry_after == 30
+    plain = answers.attached(litellm_errors.no_capacity("groq/m", NoCapacity("groq/m", now + 30, False), now))
+    assert plain is not None and "waiting" not in plain.message
 
 
 def test_settings_read_the_wait_variables() -> None:
