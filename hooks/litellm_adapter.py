@@ -33,6 +33,7 @@ from hooks.deployment import Deployment
 from hooks.failures import KEY_VERDICTS, PERSISTENT_KINDS, Strikes, SystemicGuard
 from hooks.ledger import ABANDONED, SUCCESS, UNSETTLED, UsageStore
 from hooks.litellm_status import StatusMixin
+from hooks.litellm_waits import WaitingMixin
 from hooks.logs import log
 from hooks.providers import classify
 from hooks.quota import Store, StoreUnavailable, storage_from_url
@@ -46,7 +47,7 @@ def _router() -> Any:
     return getattr(server, "llm_router", None)
 
 
-class KeypoolHook(StatusMixin, CustomLogger):
+class KeypoolHook(StatusMixin, WaitingMixin, CustomLogger):
     def __init__(
         self, store: Store | None = None, ledger: UsageStore | None = None, settings: Settings | None = None
     ) -> None:
@@ -197,15 +198,12 @@ class KeypoolHook(StatusMixin, CustomLogger):
         if refusal is not None:  # its one more key: another owner's
             allowed = other_owners(index, allowed, refusal.owners)
         try:
-            choice = await choose(
-                index,
-                self.store,
+            choice = await self._admit(
                 model,
-                state.prompt_tokens,
-                max_tokens,
-                now,
-                exclude=state.tried,
-                allowed=allowed,
+                index,
+                state,
+                kwargs,
+                lambda at: choose(index, self.store, model, state.prompt_tokens, max_tokens, at, state.tried, allowed),
             )
         except StoreUnavailable as exc:
             self.counts[(model, "store_unreachable")] += 1
@@ -218,11 +216,11 @@ class KeypoolHook(StatusMixin, CustomLogger):
             if state.last_error is not None and not math.isfinite(exc.wake_at) and not exc.why:
                 # Every key left was tried for this request and failed: say what failed.
                 raise state.last_error.with_traceback(None) from None
-            raise litellm_errors.no_capacity(model, exc, now) from None
+            raise litellm_errors.no_capacity(model, exc, time.time(), state.waited_ms) from None
         if refusal is not None:
             refusal.final = True
         dep = choice.info.deployment_id
-        state.reserve(choice.info, choice.tokens, choice.admission.slots, now)
+        state.reserve(choice.info, choice.tokens, choice.admission.slots, time.time())
         return [self._deployments.get(dep) or next(d for d in healthy_deployments if d["model_info"]["id"] == dep)]
 
     # ---- settlement --------------------------------------------------------------------

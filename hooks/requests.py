@@ -72,6 +72,7 @@ class RequestState:
     key_out: Answer | None = None
     attempts: int = 0
     deadline: float = 0.0
+    waited_ms: float | None = None  # time spent waiting for capacity (hooks/waits.py), if any
 
     def reserve(self, info: Deployment, tokens: int, slots: tuple[tuple[str, int], ...], now: float) -> Reservation:
         """A new attempt on `info`: number it and hold its reservation until it settles."""
@@ -189,4 +190,5 @@ def usage_row(
         cost=float(cost) if isinstance(cost, int | float) else None,
         client_request_id=state.client_request_id,
         client=state.client,
+        waited_ms=state.waited_ms,
     )
