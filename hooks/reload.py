@@ -140,6 +140,12 @@ class ReloadMixin:
             self._reload_state = ReloadState(from_file=cfg.env_from_file)
         return self._reload_state
 
+    async def pool_state(self) -> dict[str, Any]:
+        """`GET /keypool/status` with one more field, `config` (below): the status view itself
+        is the next mixin's (hooks/litellm_status.py)."""
+        state: dict[str, Any] = await super().pool_state()  # type: ignore[misc]
+        return {**state, "config": self.config_state()}
+
     def config_state(self) -> dict[str, Any]:
         """For `/keypool/status`: whether `.env`/`config/` changed since the pool's config."""
         st = self.reload_state
@@ -292,19 +298,29 @@ class ReloadMixin:
         by_group: dict[str, list[dict[str, Any]]] = {}
         for d in router.model_list:
             by_group.setdefault(d["model_name"], []).append(d)
+        woken = []
         for group in touched & set(indexes):
             infos = infos_of(by_group.get(group, []))
-            if infos:
-                indexes[group] = GroupIndex(infos)
-            else:
+            if not infos:
                 del indexes[group]
+                continue
+            new = GroupIndex(infos)
+            # Requests waiting for capacity in this group (hooks/litellm_waits.py) hear the new
+            # index's wakes, and look once now: new keys or limits may have room.
+            new.on_wake = indexes[group].on_wake
+            indexes[group] = new
+            woken.append(new)
         deployments: dict[str, dict[str, Any]] = self._deployments  # type: ignore[attr-defined]
         deployments.clear()
         deployments.update({str(d["model_info"]["id"]): d for d in router.model_list if "model_info" in d})
         restorer = self._restorer  # type: ignore[attr-defined]
         if restorer is not None and not restorer.done:
             restorer._infos = dict(plan.new_infos)  # a restore still retrying restores the new pool
-        return max(held, time.perf_counter() - t0)
+        held = max(held, time.perf_counter() - t0)
+        for index in woken:
+            if index.on_wake is not None:
+                index.on_wake()
+        return held
 
     async def _claim(self, transition: str) -> bool:
         """True for the first instance to apply this pool change (Redis `SET NX`, 10 minutes)."""
