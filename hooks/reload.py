@@ -222,7 +222,7 @@ class ReloadMixin:
         logs.event("config_reloaded", trigger=trigger, took=took, **changes)
         st.last = {"at": time.time(), "trigger": trigger, "applied": True, "changes": changes, "took": took}
         if announce and self.shared:  # type: ignore[attr-defined]
-            await self._announce()
+            await self._announce_reload()
         warnings = list(built.gen.report.warnings)
         warnings += [f"{name} changed: it takes effect at the next start, not by a reload" for name in later]
         if write_error:
@@ -237,7 +237,7 @@ class ReloadMixin:
         store, now = self.store, time.time()  # type: ignore[attr-defined]
         if not (plan.fresh or plan.new_keys):
             return
-        if self.shared and not await self._claim(reload_plan.transition(plan)):  # type: ignore[attr-defined]
+        if self.shared and not await self._claim_reload(reload_plan.transition(plan)):  # type: ignore[attr-defined]
             return
         try:
             for scope in reload_plan.stale_scopes(plan.fresh):
@@ -322,7 +322,7 @@ class ReloadMixin:
                 index.on_wake()
         return held
 
-    async def _claim(self, transition: str) -> bool:
+    async def _claim_reload(self, transition: str) -> bool:
         """True for the first instance to apply this pool change (Redis `SET NX`, 10 minutes)."""
         import redis.asyncio as aioredis
 
@@ -336,7 +336,7 @@ class ReloadMixin:
         finally:
             await client.aclose()
 
-    async def _announce(self) -> None:
+    async def _announce_reload(self) -> None:
         import redis.asyncio as aioredis
 
         cfg = self.settings  # type: ignore[attr-defined]

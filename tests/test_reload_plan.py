@@ -116,3 +116,17 @@ def test_what_only_a_restart_applies_is_named() -> None:
     before = {"LITELLM_MASTER_KEY": "a", "KEYPOOL_LOG_LEVEL": "INFO", "KEYPOOL_ENV_FROM_FILE": "x", "G": "k"}
     after = {"LITELLM_MASTER_KEY": "b", "KEYPOOL_LOG_LEVEL": "DEBUG", "KEYPOOL_ENV_FROM_FILE": "y", "G": "j"}
     assert reload_plan.needs_restart(before, after) == ["KEYPOOL_LOG_LEVEL", "LITELLM_MASTER_KEY"]
+
+
+def test_the_reload_mixin_takes_no_name_of_the_hook_or_its_other_mixins() -> None:
+    """Mixins share one namespace: a name defined twice silently replaces the other's method
+    (the start-up summary's `_announce` once was). Only `pool_state` is meant: it extends."""
+    from hooks.litellm_adapter import KeypoolHook
+    from hooks.reload import ReloadMixin
+
+    mine = {n for n in vars(ReloadMixin) if not n.startswith("__")}
+    others = set()
+    for cls in KeypoolHook.__mro__:
+        if cls not in (ReloadMixin, object):
+            others |= {n for n in vars(cls) if not n.startswith("__")}
+    assert mine & others == {"pool_state"}
