@@ -6,6 +6,7 @@ is told exactly where to look.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from scripts.catalog_rules import RulesError, load_rules
 from scripts.key_checks import KeyShape
 
 LIMIT_NAMES = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
 SCOPES = ("per_model", "account")
 RESET_MODES = ("midnight", "rolling")
 ALIASES_FILE = "aliases.yaml"
+# The name becomes NUM_<NAME> / <NAME>_API_KEY_<n> in .env and a label in logs: letters and
+# digits only (an underscore would make the variable names ambiguous), at most 20 characters.
+PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9]{0,19}$")
 
 
 class CatalogError(ValueError):
@@ -46,6 +51,8 @@ class ProviderCatalog:
     models: tuple[ModelEntry, ...]
     path: Path = field(compare=False)
     key_shape: KeyShape | None = None
+    # Declared error rules and rate-limit header family (scripts/catalog_rules.py); {} when none.
+    rules: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def group(self, model: str) -> str:
         return f"{self.provider}/{model}"
@@ -113,6 +120,15 @@ def load_provider(path: Path) -> ProviderCatalog:
     provider = _require_str(path, data, "provider")
     if provider != path.stem:
         raise CatalogError(f"{path}: 'provider' is '{provider}' but the file is named '{path.name}'")
+    if not PROVIDER_NAME.match(provider):
+        raise CatalogError(
+            f"{path}: provider name '{provider}' must be lower-case letters and digits (at most 20), "
+            "since .env names its keys <NAME>_API_KEY_<n>"
+        )
+    try:
+        rules = load_rules(path, data)
+    except RulesError as exc:
+        raise CatalogError(str(exc)) from exc
     prefix = _require_str(path, data, "litellm_prefix")
     api_base = _require_str(path, data, "api_base")
     scope = data.get("limit_scope")
@@ -185,6 +201,7 @@ def load_provider(path: Path) -> ProviderCatalog:
         account_limits=account_limits,
         models=tuple(models),
         path=path,
+        rules=rules,
     )
 
 
