@@ -84,7 +84,7 @@ class Deployment:
             owner=owner,
             limit_scope=scope,
             limits=limits,
-            reset=ResetRule.from_dict(kp.get("daily_reset")),
+            reset=ResetRule.from_dict(kp.get("daily_reset"), kp.get("monthly_reset")),
             default_completion_tokens=int(kp.get("default_completion_tokens") or 1024),
             context_window=int(kp["context_window"]) if kp.get("context_window") else None,
             capabilities=frozenset(str(c) for c in kp.get("capabilities") or ()),

@@ -17,9 +17,10 @@ import yaml
 from scripts.catalog_rules import RulesError, load_rules
 from scripts.key_checks import KeyShape
 
-LIMIT_NAMES = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
+LIMIT_NAMES = ("rpm", "rph", "rpd", "tpm", "tph", "tpd", "rpmo", "tpmo")
 SCOPES = ("per_model", "account")
 RESET_MODES = ("midnight", "rolling")
+MONTH_MODES = ("calendar", "rolling")
 ALIASES_FILE = "aliases.yaml"
 # The name becomes NUM_<NAME> / <NAME>_API_KEY_<n> in .env and a label in logs: letters and
 # digits only (an underscore would make the variable names ambiguous), at most 20 characters.
@@ -53,6 +54,8 @@ class ProviderCatalog:
     key_shape: KeyShape | None = None
     # Declared error rules and rate-limit header family (scripts/catalog_rules.py); {} when none.
     rules: dict[str, Any] = field(default_factory=dict, compare=False)
+    # How rpmo/tpmo reset: {"mode": "calendar", "timezone": ...} or {"mode": "rolling"} (30 days).
+    monthly_reset: dict[str, str] = field(default_factory=dict)
 
     def group(self, model: str) -> str:
         return f"{self.provider}/{model}"
@@ -113,6 +116,25 @@ def _key_shape(path: Path, raw: Any) -> KeyShape | None:
     return KeyShape(raw["prefix"], _positive_int(path, "key_shape", "length", raw.get("length"), None))
 
 
+def _monthly_reset(path: Path, raw: Any, daily: dict[str, str]) -> dict[str, str]:
+    """`monthly_reset: calendar` (the 1st, 00:00 in the daily timezone or its own `timezone`) or
+    `rolling` (the last 30 days); {} when absent (monthly limits then count a rolling 30 days)."""
+    if raw is None:
+        return {}
+    spec = raw if isinstance(raw, dict) else {"mode": raw}
+    if spec.get("mode") not in MONTH_MODES or set(spec) - {"mode", "timezone"}:
+        raise CatalogError(f"{path}: 'monthly_reset' must be one of {', '.join(MONTH_MODES)} (or {{mode, timezone}})")
+    out = {"mode": str(spec["mode"])}
+    if spec["mode"] == "calendar":
+        tz = spec.get("timezone", daily.get("timezone", "UTC"))
+        try:
+            ZoneInfo(str(tz))
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise CatalogError(f"{path}: 'monthly_reset.timezone' {tz!r} is not a known IANA timezone") from exc
+        out["timezone"] = str(tz)
+    return out
+
+
 def load_provider(path: Path) -> ProviderCatalog:
     data = _read_yaml(path)
     if not isinstance(data, dict):
@@ -147,6 +169,7 @@ def load_provider(path: Path) -> ProviderCatalog:
             raise CatalogError(f"{path}: 'daily_reset.timezone' {tz!r} is not a known IANA timezone") from exc
         daily_reset["timezone"] = str(tz)
 
+    monthly_reset = _monthly_reset(path, data.get("monthly_reset"), daily_reset)
     account_limits = _limits(path, "limits", data.get("limits"))
     if scope == "account" and not account_limits:
         raise CatalogError(f"{path}: limit_scope 'account' needs provider-level 'limits'")
@@ -202,6 +225,7 @@ def load_provider(path: Path) -> ProviderCatalog:
         models=tuple(models),
         path=path,
         rules=rules,
+        monthly_reset=monthly_reset,
     )
 
 

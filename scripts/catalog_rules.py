@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from hooks.providers.declared import DECLARABLE, HEADER_FAMILIES
+from hooks.windows import WINDOWS as LIMIT_NAMES
 
-LIMIT_NAMES = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
 DELAYS = ("stated", "retry-after", "body", "none")
 _RULE_FIELDS = {"status", "code", "phrase", "class", "window", "delay", "account_wide"}
 

@@ -92,6 +92,7 @@ def _deployment(cat: ProviderCatalog, model: Any, key: Any, api_base_var: str | 
         "limit_scope": cat.limit_scope,
         "limits": dict(limits),
         "daily_reset": dict(cat.daily_reset),
+        **({"monthly_reset": dict(cat.monthly_reset)} if cat.monthly_reset else {}),
         "default_completion_tokens": model.default_completion_tokens,
     }
     if cat.rules:
