@@ -2,6 +2,8 @@
 SambaNova and GitHub Models from config/, and a made-up twelfth provider written only as a
 catalog in this test's config dir, served by the fake's OpenAI-compatible `/compat/<name>/v1`.
 
+A thirteenth, also only a test catalog, has a calendar-month request limit (`rpmo`) that runs out.
+
 One proxy for the module; each provider has three keys of three owners: key 1 serves, key 2
 meets the provider's per-minute 429, key 3 is refused as the provider refuses a bad key. The
 client sees only successes; the proxy's `upstream_failure` events say how each was classified.
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import yaml
 
@@ -60,6 +63,22 @@ ACME_CATALOG = {
 }
 
 
+TRIAL = "trial"
+TRIAL_GROUP = f"{TRIAL}/trial-chat"
+MONTHLY = 3
+# A trial tier that counts per calendar month, per account.
+TRIAL_CATALOG = {
+    "provider": TRIAL,
+    "litellm_prefix": "openai",
+    "api_base": "https://api.trial.example/v1",
+    "limit_scope": "account",
+    "daily_reset": {"mode": "rolling"},
+    "monthly_reset": {"mode": "calendar", "timezone": "UTC"},
+    "limits": {"rpm": 100, "rpmo": MONTHLY},
+    "models": {"trial-chat": {"context_window": 8192, "capabilities": ["chat"]}},
+}
+
+
 @pytest.fixture(scope="module")
 def proxy(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     root = tmp_path_factory.mktemp("catalogs")
@@ -72,6 +91,7 @@ def proxy(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
         },
     )
     (config / f"{TWELFTH}.yaml").write_text(yaml.safe_dump(ACME_CATALOG, sort_keys=False))
+    (config / f"{TRIAL}.yaml").write_text(yaml.safe_dump(TRIAL_CATALOG, sort_keys=False))
     owners = {p: {i: f"{p}-org{i}" for i in (1, 2, 3)} for p in GROUPS}
     keys: dict[str, dict[str, str]] = {}
     for provider in GROUPS:
@@ -79,7 +99,7 @@ def proxy(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
         keys[key_value(provider, 2, PREFIX)] = {"owner": owners[provider][2], "mode": "minute_limited"}
         keys[key_value(provider, 3, PREFIX)] = {"owner": owners[provider][3], "mode": "dead"}
     upstream.configure(keys=keys)
-    env = pool_env(upstream.url, dict.fromkeys(GROUPS, 3), owners, PREFIX)
+    env = pool_env(upstream.url, {**dict.fromkeys(GROUPS, 3), TRIAL: 1}, owners, PREFIX)
     with Proxy(root, env, config) as running:
         yield running
 
@@ -150,3 +170,18 @@ def test_a_twelfth_provider_answer_reaches_the_client_unchanged(proxy: Proxy) ->
     reply = client.chat.completions.create(model=GROUPS[TWELFTH], messages=[{"role": "user", "content": "hello"}])
     assert reply.usage is not None and reply.usage.total_tokens > 0
     assert reply.choices[0].message.content
+
+
+def test_a_monthly_window_runs_out_and_keypool_answers_without_asking_the_provider(
+    upstream: FakeUpstream, proxy: Proxy
+) -> None:
+    client = proxy.client()
+    for _ in range(MONTHLY):
+        reply = client.chat.completions.create(model=TRIAL_GROUP, messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model=TRIAL_GROUP, messages=[{"role": "user", "content": "hi"}])
+    assert "rpmo" in str(refused.value) and "month" in str(refused.value)
+    # The provider saw the month's three requests, and not the fourth.
+    assert len(served_by(upstream, TRIAL)) == MONTHLY
+    assert all(r["status"] == 200 for r in upstream.stats()["requests"] if r["provider"] == TRIAL)
