@@ -13,6 +13,7 @@ import pytest
 
 from hooks import windows
 from hooks.answers import reason
+from hooks.capacity import bucket_usage, window_label
 from hooks.deployment import Deployment
 from hooks.quota import MemoryBuckets, RedisBuckets, plan
 from hooks.quota import Store as Buckets
@@ -110,6 +111,15 @@ def test_restore_puts_the_months_usage_back_in_its_window() -> None:
 
 def test_the_answer_names_the_month() -> None:
     assert reason("tpmo") == ("month", "every key has used its tokens for this month (tpmo)")
+    assert window_label("tpmo") == "tokens/month"
+
+
+async def test_the_status_counts_the_month_with_its_reset() -> None:
+    store = MemoryBuckets()
+    calendar = info({"rpmo": 50, "rpm": 10}, {"mode": "calendar", "timezone": "Europe/Paris"})
+    assert (await store.acquire(calendar.bucket, plan(calendar.limits, calendar.reset, 1, T0), [], T0)).ok
+    use = (await bucket_usage(store, [calendar], T0))[calendar.bucket].windows
+    assert (use["rpmo"].used, use["rpmo"].limit, use["rpmo"].resets_at) == (1, 50, FEB_PARIS)
 
 
 CATALOG = """
