@@ -15,12 +15,14 @@ from hooks import windows
 from hooks.answers import reason
 from hooks.capacity import bucket_usage, window_label
 from hooks.deployment import Deployment
+from hooks.ledger import UsageStore
 from hooks.quota import MemoryBuckets, RedisBuckets, plan
 from hooks.quota import Store as Buckets
-from hooks.restore import Aggregate, month_rules, restores
+from hooks.restore import Aggregate, month_rules, restore, restores
 from hooks.windows import ResetRule
 from scripts.catalog import CatalogError, load_provider
 from tests.test_admission import deployment
+from tests.test_restore import infos, row
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PARIS_MONTH = ResetRule("rolling", "UTC", "calendar", "Europe/Paris")
@@ -148,3 +150,30 @@ def test_a_catalog_says_how_its_month_resets(tmp_path: Path) -> None:
     path.write_text(CATALOG.format(monthly="monthly_reset: weekly"))
     with pytest.raises(CatalogError, match="'monthly_reset' must be one of"):
         load_provider(path)
+
+
+async def test_a_restart_restores_the_month_from_the_ledger(tmp_path: Path) -> None:
+    """Through the real restore: a real ledger (SQLite), an empty store, both month kinds."""
+    now = datetime(2026, 11, 15, 12, tzinfo=ZoneInfo("UTC")).timestamp()
+    born = now - 60
+    calendar = info({"rpmo": 100}, {"mode": "calendar", "timezone": "UTC"})
+    month_start, _ = windows.fixed_period("rpmo", calendar.reset, now)
+    assert month_start == datetime(2026, 11, 1, tzinfo=ZoneInfo("UTC")).timestamp()
+    ledger = UsageStore(None, tmp_path, "me:1", flush_interval=0.05)
+    try:
+        ledger.record(row(month_start - 3600, 1, "me:1"))  # last month: not this month's
+        ledger.record(row(born - 7200, 2, "me:1"))
+        ledger.record(row(born - 10, 3, "me:1"))
+        ledger.record(row(now - 40 * 86400, 4, "me:1"))  # beyond any month
+        store = MemoryBuckets()
+        await restore(store, ledger, infos(calendar), now, born)
+        checks = plan(calendar.limits, calendar.reset, 0, now)
+        assert (await store.usage(calendar.bucket, checks))["rpmo"] == 2
+        rolling = info({"tpmo": 10**6}, None)
+        store = MemoryBuckets()
+        await restore(store, ledger, infos(rolling), now, born)
+        checks = plan(rolling.limits, rolling.reset, 0, now)
+        # The last 30 days hold last month's row too (10 tokens a row), not the 40-day-old one.
+        assert (await store.usage(rolling.bucket, checks))["tpmo"] == 30
+    finally:
+        ledger.close()
