@@ -1,4 +1,4 @@
-.PHONY: run test setup generate check report revalidate lint
+.PHONY: run test setup generate check report revalidate status lint
 
 # LiteLLM's bundled cost map: without it every command that imports LiteLLM first tries to fetch
 # the map from the internet (seconds of retries on an offline host).
@@ -24,6 +24,9 @@ report:     ## usage per provider, model, key and owner over the last 24 h
 
 revalidate: ## re-check dead keys with one minimal request each; bring back those that answer
 	.venv/bin/python -m scripts.revalidate
+
+status:     ## the pool now, from the running proxy (ARGS="--watch" or ARGS="--json")
+	.venv/bin/python -m scripts.status $(ARGS)
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports

@@ -32,6 +32,8 @@ from hooks.admission import GroupIndex, NoCapacity, choose, follow_releases, inf
 from hooks.deployment import Deployment
 from hooks.failures import KEY_VERDICTS, PERSISTENT_KINDS, Strikes, SystemicGuard
 from hooks.ledger import ABANDONED, SUCCESS, UNSETTLED, UsageStore
+from hooks.litellm_status import StatusMixin
+from hooks.litellm_waits import WaitingMixin
 from hooks.logs import log
 from hooks.providers import classify
 from hooks.quota import Store, StoreUnavailable, storage_from_url
@@ -45,7 +47,7 @@ def _router() -> Any:
     return getattr(server, "llm_router", None)
 
 
-class KeypoolHook(CustomLogger):
+class KeypoolHook(StatusMixin, WaitingMixin, CustomLogger):
     def __init__(
         self, store: Store | None = None, ledger: UsageStore | None = None, settings: Settings | None = None
     ) -> None:
@@ -72,6 +74,7 @@ class KeypoolHook(CustomLogger):
     def install_in_proxy(self) -> None:
         """Inside the proxy: start-up checks, LiteLLM patches, shutdown flush, keypool's routes."""
         self._instance_lock = proxy_setup.install(self)
+        self._announce_when_ready()
 
     async def aclose(self) -> None:
         """Write or journal every pending ledger row (SIGTERM, proxy shutdown)."""
@@ -195,15 +198,12 @@ class KeypoolHook(CustomLogger):
         if refusal is not None:  # its one more key: another owner's
             allowed = other_owners(index, allowed, refusal.owners)
         try:
-            choice = await choose(
-                index,
-                self.store,
+            choice = await self._admit(
                 model,
-                state.prompt_tokens,
-                max_tokens,
-                now,
-                exclude=state.tried,
-                allowed=allowed,
+                index,
+                state,
+                kwargs,
+                lambda at: choose(index, self.store, model, state.prompt_tokens, max_tokens, at, state.tried, allowed),
             )
         except StoreUnavailable as exc:
             self.counts[(model, "store_unreachable")] += 1
@@ -216,11 +216,11 @@ class KeypoolHook(CustomLogger):
             if state.last_error is not None and not math.isfinite(exc.wake_at) and not exc.why:
                 # Every key left was tried for this request and failed: say what failed.
                 raise state.last_error.with_traceback(None) from None
-            raise litellm_errors.no_capacity(model, exc, now) from None
+            raise litellm_errors.no_capacity(model, exc, time.time(), state.waited_ms) from None
         if refusal is not None:
             refusal.final = True
         dep = choice.info.deployment_id
-        state.reserve(choice.info, choice.tokens, choice.admission.slots, now)
+        state.reserve(choice.info, choice.tokens, choice.admission.slots, time.time())
         return [self._deployments.get(dep) or next(d for d in healthy_deployments if d["model_info"]["id"] == dep)]
 
     # ---- settlement --------------------------------------------------------------------
@@ -268,6 +268,7 @@ class KeypoolHook(CustomLogger):
             # A stream the client left: LiteLLM bills what was streamed until then.
             outcome = ABANDONED if litellm_data.client_disconnected(kwargs) else SUCCESS
             self._record(res, state, outcome, 200, usage=usage, cost=cost)
+            self._observe_success(res, total if isinstance(total, int) else res.tokens)
             if not state.reservations:
                 self._requests.close(state.request_id)
         info = res.info if res is not None else self._info(dep)
@@ -332,6 +333,7 @@ class KeypoolHook(CustomLogger):
         if state is not None and res is not None:
             held = res.tokens if started else 0
             self._record(res, state, verdict.kind.value, status, ended=now, held_tokens=held)
+        self._observe_failure(info, res, verdict, status)
         if state is not None:
             state.last_error = exc
             refusals.after_failure(
@@ -383,10 +385,6 @@ class KeypoolHook(CustomLogger):
             return None
 
     # ---- visibility --------------------------------------------------------------------
-    async def pool_state(self) -> dict[str, Any]:
-        """Per model group: keys ready, sleeping, parked (by scope, until when, why)."""
-        return await status.pool_state(self.store, self.indexes, self.counts, time.time())
-
     async def pool_health(self, group: str | None, deployment_id: str | None) -> dict[str, Any]:
         """`GET /health` from pool state: no upstream request. Restores from the ledger first
         if no request did yet, so a fresh proxy reports the dead keys it remembers."""

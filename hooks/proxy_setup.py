@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from hooks import access, instance, litellm_data, litellm_output, litellm_patches, logs, routes
+from hooks import access, instance, litellm_data, litellm_output, litellm_patches, litellm_waits, logs, routes
 from hooks.logs import log
 
 
@@ -29,4 +29,5 @@ def install(hook: Any) -> instance.InstanceLock | None:
     app = getattr(server, "app", None)
     if app is not None:
         logs.event("routes", paths=routes.install(app, hook.settings, hook))
+        litellm_waits.install(app)  # waits see their client leave; answers say how long they waited
     return lock

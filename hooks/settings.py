@@ -24,6 +24,8 @@ PROBE_PARK_LIMIT = 120.0
 CLIENT_KEYS_VARIABLE = "KEYPOOL_CLIENT_KEYS"
 ADMIN_NAME = "admin"  # what the ledger records for requests made with LITELLM_MASTER_KEY
 MIN_CLIENT_KEY_LENGTH = 16
+DEFAULT_MAX_WAIT_CAP = 300.0
+DEFAULT_MAX_WAITERS = 1000
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -57,6 +59,11 @@ class Settings:
     ledger_url: str | None = None  # TIDB_DB_URL; None: SQLite in data_dir
     probe_park_max: float = DEFAULT_PROBE_PARK_MAX  # KEYPOOL_PROBE_PARK_MAX, seconds
     workers: int = 1  # NUM_WORKERS, which LiteLLM's CLI sets from --num_workers for its workers
+    # Waiting for capacity (hooks/waits.py): the default budget of a request that names none,
+    # the most any request may ask for, and how many may wait per model group.
+    max_wait_s: float = 0.0  # KEYPOOL_MAX_WAIT_S
+    max_wait_cap_s: float = DEFAULT_MAX_WAIT_CAP  # KEYPOOL_MAX_WAIT_CAP_S
+    max_waiters: int = DEFAULT_MAX_WAITERS  # KEYPOOL_MAX_WAITERS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,6 +79,9 @@ class Settings:
             ledger_url=(env.get("TIDB_DB_URL") or "").strip() or None,
             probe_park_max=probe_park_max(env),
             workers=workers(env),
+            max_wait_s=seconds(env, "KEYPOOL_MAX_WAIT_S", 0.0),
+            max_wait_cap_s=seconds(env, "KEYPOOL_MAX_WAIT_CAP_S", DEFAULT_MAX_WAIT_CAP),
+            max_waiters=whole(env, "KEYPOOL_MAX_WAITERS", DEFAULT_MAX_WAITERS),
         )
 
     @property
@@ -171,6 +181,34 @@ def workers(env: Mapping[str, str]) -> int:
         return max(1, int(raw))
     except ValueError:
         raise ValueError(f"NUM_WORKERS must be a whole number, got {raw!r}") from None
+
+
+def seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration in seconds, 0 or more and finite; unset or empty: `default`."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be seconds, 0 or more, got {raw!r}")
+    return value
+
+
+def whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number, 0 or more; unset or empty: `default`."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} must be a whole number, 0 or more, got {raw!r}")
+    return value
 
 
 @lru_cache(maxsize=1)

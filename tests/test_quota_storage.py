@@ -39,6 +39,7 @@ def test_both_storages_offer_every_method_of_the_protocol(cls: type) -> None:
         "acquire",
         "adjust",
         "usage",
+        "usage_many",
         "raise_usage",
         "park",
         "unpark",

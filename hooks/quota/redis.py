@@ -140,6 +140,26 @@ class RedisBuckets:
             out[c.name] = sum(a for _, a in live_slots(c, {int(s): int(a) for s, a in raw.items()}))
         return out
 
+    async def usage_many(self, requests: Sequence[tuple[str, Sequence[WindowCheck]]]) -> list[dict[str, int]]:
+        """`usage` of many buckets in one round trip (the status reads every bucket of the pool)."""
+
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for bucket, checks in requests:
+                for c in checks:
+                    pipe.hgetall(self._win_key(bucket, c.name))
+            return list(await pipe.execute())
+
+        raws = iter(await self._call("usage", run) if any(checks for _, checks in requests) else [])
+        out = []
+        for _, checks in requests:
+            used = {}
+            for c in checks:
+                raw = next(raws)
+                used[c.name] = sum(a for _, a in live_slots(c, {int(s): int(a) for s, a in raw.items()}))
+            out.append(used)
+        return out
+
     async def raise_usage(self, bucket: str, check: WindowCheck, at_least: int, now: float) -> int:
         args = [repr(now), self._use_server, *_window_args(check), at_least]
         keys = [self._win_key(bucket, check.name)]
@@ -164,8 +184,8 @@ class RedisBuckets:
             offset = seconds + micros / 1e6 - now
         out: dict[str, tuple[float, str]] = {}
         head = self._park_key("")
-        async for key in self._redis.scan_iter(match=self._park_key(prefix) + "*", count=500):
-            value = await self._redis.get(key)
+        keys = [key async for key in self._redis.scan_iter(match=self._park_key(prefix) + "*", count=500)]
+        for key, value in zip(keys, await self._redis.mget(keys) if keys else [], strict=True):
             if value:
                 until, _, reason = value.partition("|")
                 local = _time(until) - offset

@@ -53,6 +53,10 @@ class Counters(Protocol):
         """Units counted now in each window (for the status view)."""
         ...
 
+    async def usage_many(self, requests: Sequence[tuple[str, Sequence[WindowCheck]]]) -> list[dict[str, int]]:
+        """`usage` of each (bucket, checks), in order, in one round trip where the store can."""
+        ...
+
     async def raise_usage(self, bucket: str, check: WindowCheck, at_least: int, now: float) -> int:
         """Atomically raise the window's count to at least `at_least` (never lower it): what a
         provider says it counted. Returns the units added."""
