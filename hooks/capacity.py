@@ -176,5 +176,5 @@ def _spent(b: BucketUse) -> BucketUse:
 def window_label(window: str) -> str:
     """`tpd` -> `tokens/day`, for people reading the status."""
     unit = "tokens" if windows.is_tokens(window) else "requests"
-    span = {"m": "minute", "h": "hour", "d": "day"}[window[-1]]
+    span = {"m": "minute", "h": "hour", "d": "day", "o": "month"}[window[-1]]
     return f"{unit}/{span}"

@@ -11,6 +11,7 @@ replaced atomically, so a failed run leaves the previous config in place.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from collections.abc import Mapping
@@ -92,8 +93,12 @@ def _deployment(cat: ProviderCatalog, model: Any, key: Any, api_base_var: str | 
         "limit_scope": cat.limit_scope,
         "limits": dict(limits),
         "daily_reset": dict(cat.daily_reset),
+        **({"monthly_reset": dict(cat.monthly_reset)} if cat.monthly_reset else {}),
         "default_completion_tokens": model.default_completion_tokens,
     }
+    if cat.rules:
+        # The catalog's declared error rules and header family: what hooks/providers/declared.py reads.
+        keypool["rules"] = copy.deepcopy(cat.rules)  # no YAML anchors
     if model.context_window:
         keypool["context_window"] = model.context_window
     # What the model can do travels with it: keypool answers a request the model cannot serve
