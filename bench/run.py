@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import goodput, overhead, report
+from bench import goodput, overhead, report, waiting
 from bench.procs import REGISTRY, ROOT, FakeProc
 
 RESULTS = ROOT / "bench" / "results"
@@ -96,7 +96,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny N, short phases (< 3 minutes): a smoke check")
-    parser.add_argument("--only", choices=("goodput", "overhead"), help="run one section")
+    parser.add_argument("--only", choices=("goodput", "overhead", "waits"), help="run one section")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, py-spy raw)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "goodput"):
             plan = goodput.QUICK if args.quick else goodput.FULL
             results["goodput"] = goodput.run(plan, fake, workdir, log)
+        if args.only in (None, "waits") and not args.quick:
+            results["waits"] = waiting.run(fake, workdir, log)
         if args.only in (None, "overhead"):
             oplan = overhead.QUICK if args.quick else overhead.FULL
             results["overhead"] = overhead.run(oplan, fake, workdir, log)
@@ -149,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out / f"{stamp}.json"
         path.write_text(json.dumps(results, indent=1, sort_keys=False, default=str) + "\n")
         (args.out / "latest.md").write_text(report.markdown(results, path.name))
+        if "waits" in results:
+            (args.out / "latest-waits.md").write_text(waiting.markdown(results["waits"], path.name))
         log(f"wrote {path} and {args.out / 'latest.md'}")
         if args.keep:
             log(f"kept {workdir}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hooks import scopes, windows
@@ -78,6 +78,13 @@ class GroupIndex:
             self.by_bucket.setdefault(info.bucket, []).append(info.deployment_id)
             for scope in scopes.of(info):
                 self._by_scope.setdefault(scope, []).append(info.deployment_id)
+        # Told when capacity comes back early (not at a computed wake time, which waiters
+        # already sleep until): hooks/waits.py wakes the head of the group's line.
+        self.on_wake: Callable[[], None] | None = None
+
+    def _woken(self) -> None:
+        if self.on_wake is not None:
+            self.on_wake()
 
     def _remove_ready(self, dep: str) -> None:
         n = self._pos.pop(dep)
@@ -128,16 +135,21 @@ class GroupIndex:
         """Tokens of `bucket` came back early: look at its deployments again."""
         for dep in self.by_bucket.get(bucket, ()):
             self._add_ready(dep)
+        if bucket in self.by_bucket:
+            self._woken()
 
     def wake_scope(self, scope: str) -> None:
         """The park on `scope` was lifted: look again at every deployment it kept out."""
         for dep in self._by_scope.get(scope, ()):
             self._add_ready(dep)
+        if scope in self._by_scope:
+            self._woken()
 
     def wake_all(self) -> None:
         """Anything may have changed (notices were missed): every sleeping deployment gets one look."""
         for dep in list(self._wake_at):
             self._add_ready(dep)
+        self._woken()
 
     def earliest_wake(self) -> float:
         """The earliest moment a sleeping deployment may have room: the true wake of its bucket."""

@@ -24,7 +24,8 @@ _TYPES = {
     429: "rate_limit_error",
     503: "service_unavailable_error",
 }
-_SPAN = {"m": "this minute", "h": "this hour", "d": "today"}
+_SPAN = {"m": "this minute", "h": "this hour", "d": "today", "o": "this month"}
+_CODE = {"m": "minute", "h": "hour", "d": "day", "o": "month"}
 # Park reasons (hooks/failures.py: "<class>:<window>") a person can read.
 _PARKED = {
     "rate_limit": "the provider refused every key for {span} ({window})",
@@ -87,13 +88,14 @@ def reason(why: str) -> tuple[str, str]:
         unit = "tokens" if windows.is_tokens(why) else "requests"
         span = _SPAN[why[-1]]
         words = f"every key has used its {unit} for {span} ({why})"
-        return ("day" if why[-1] == "d" else "minute" if why[-1] == "m" else "hour"), words
+        return _CODE[why[-1]], words
     if why.startswith("parked:"):
         kind, _, window = why[len("parked:") :].partition(":")
         template = _PARKED.get(kind, f"every key is parked ({kind})")
         window = window if window in windows.WINDOWS else ""
         span = _SPAN[window[-1]] if window else "now"
-        code = {"daily_quota": "day", "rate_limit": "day" if window.endswith("d") else "minute"}.get(kind, kind)
+        rate_code = {"d": "day", "o": "month"}.get(window[-1:], "minute")
+        code = {"daily_quota": "day", "rate_limit": rate_code}.get(kind, kind)
         return code, template.format(span=span, window=window or "no window named")
     if why.startswith("too_large"):
         return "too_large", f"the request is larger than a window of every key ({why.partition(':')[2] or 'tokens'})"

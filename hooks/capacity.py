@@ -51,6 +51,9 @@ class DayUse:
     tokens_capacity: int | None = None
     next_reset: float | None = None  # earliest calendar reset among its buckets (None: rolling)
     buckets: tuple[str, ...] = field(default=())
+    # What the live buckets have left (a dead key's bucket served, but has nothing left to give).
+    requests_remaining: int | None = None
+    tokens_remaining: int | None = None
 
     @property
     def utilisation(self) -> float | None:
@@ -77,15 +80,24 @@ DAY_WINDOWS = frozenset({"rpd", "tpd"})
 async def bucket_usage(
     store: Counters, infos: Iterable[Deployment], now: float, *, day_only: bool = False
 ) -> dict[str, BucketUse]:
-    """Every window of every distinct bucket, in one storage call. `day_only`: the
+    """Every window of every distinct bucket: one storage call for all of them. `day_only`: the
     daily windows alone, all `day_use` needs (the metrics and the alerts read only those)."""
-    wanted = []
-    for bucket, info in sorted(buckets_of(infos).items()):
-        limits = {w: n for w, n in info.limits.items() if w in DAY_WINDOWS} if day_only else info.limits
-        wanted.append((bucket, info, plan(limits, info.reset, 0, now)))
-    counted = await store.usage_many([(bucket, checks) for bucket, _, checks in wanted])
     out: dict[str, BucketUse] = {}
-    for (bucket, info, checks), used in zip(wanted, counted, strict=True):
+    buckets = sorted(buckets_of(infos).items())
+    planned = [
+        (
+            bucket,
+            plan(
+                {w: n for w, n in info.limits.items() if w in DAY_WINDOWS} if day_only else info.limits,
+                info.reset,
+                0,
+                now,
+            ),
+        )
+        for bucket, info in buckets
+    ]
+    counts = await store.usage_many(planned)
+    for (bucket, info), (_, checks), used in zip(buckets, planned, counts, strict=True):
         out[bucket] = BucketUse(
             bucket,
             info.provider,
@@ -118,13 +130,20 @@ def _day(name: str, provider: str, buckets: Iterable[BucketUse]) -> DayUse:
 
 
 def day_use(
-    infos: Iterable[Deployment], usage: Mapping[str, BucketUse], dead_keys: Iterable[str] = ()
+    infos: Iterable[Deployment],
+    usage: Mapping[str, BucketUse],
+    dead_keys: Iterable[str] = (),
+    spent_buckets: Iterable[str] = (),
 ) -> tuple[dict[str, DayUse], dict[str, DayUse]]:
     """(per group, per provider) days. `dead_keys` are fingerprints out for good: a bucket all of
-    whose keys are dead adds no capacity (its usage still counts as served)."""
+    whose keys are dead adds no capacity (its usage still counts as served). `spent_buckets`
+    are buckets the provider says are spent until their reset (a daily quota refusal): they add
+    what they served, nothing more."""
     dead = set(dead_keys)
     infos = list(infos)
     live_buckets = {i.bucket for i in infos if i.fingerprint not in dead}
+    spent = set(spent_buckets)
+    usage = {name: (_spent(b) if name in spent else b) for name, b in usage.items()}
     by_group: dict[str, dict[str, BucketUse]] = {}
     by_provider: dict[str, dict[str, BucketUse]] = {}
     group_provider: dict[str, str] = {}
@@ -150,14 +169,29 @@ def day_use(
                 (live.tokens_capacity or 0) if served.tokens_capacity is not None else None,
                 served.next_reset,
                 served.buckets,
+                _left(live.requests_capacity, live.requests_used) if served.requests_capacity is not None else None,
+                _left(live.tokens_capacity, live.tokens_used) if served.tokens_capacity is not None else None,
             )
         return out
 
     return days(by_group, group_provider), days(by_provider, {p: p for p in by_provider})
 
 
+def _left(capacity: int | None, used: int) -> int:
+    return max(0, (capacity or 0) - used)
+
+
+def _spent(b: BucketUse) -> BucketUse:
+    """A bucket whose day is over by the provider's word: its daily limits shrink to its use."""
+    days = {
+        n: WindowUse(w.window, w.used, min(w.used, w.limit), w.resets_at) if n in ("rpd", "tpd") else w
+        for n, w in b.windows.items()
+    }
+    return BucketUse(b.bucket, b.provider, b.owner, days)
+
+
 def window_label(window: str) -> str:
     """`tpd` -> `tokens/day`, for people reading the status."""
     unit = "tokens" if windows.is_tokens(window) else "requests"
-    span = {"m": "minute", "h": "hour", "d": "day"}[window[-1]]
+    span = {"m": "minute", "h": "hour", "d": "day", "o": "month"}[window[-1]]
     return f"{unit}/{span}"

@@ -10,6 +10,25 @@ from typing import Any
 from hooks import windows
 from hooks.windows import ResetRule
 
+# The rules each provider's catalog declares (`model_info.keypool.rules`), as raw data, by
+# provider: filled as deployments are read, so that the classifier, which the adapter calls with
+# a provider name only, finds them (hooks/providers/declared.py reads them). One catalog per
+# provider, so every deployment of a provider carries the same rules.
+_DECLARED: dict[str, Mapping[str, Any]] = {}
+
+
+def declared_rules(provider: str) -> Mapping[str, Any] | None:
+    return _DECLARED.get(provider)
+
+
+def _remember_rules(provider: str, rules: object) -> None:
+    if isinstance(rules, Mapping) and rules:
+        # Equal, not identical: each deployment holds its own copy of its catalog's rules.
+        if _DECLARED.get(provider) != rules:
+            _DECLARED[provider] = rules
+    elif provider in _DECLARED:
+        del _DECLARED[provider]
+
 
 def key_identity(fingerprint: str) -> str:
     """The key itself, whatever index it is listed under: `groq#3:1a2b3c4d` -> `groq:1a2b3c4d`.
@@ -53,6 +72,7 @@ class Deployment:
         model = str(kp["model"])
         owner = str(kp["owner"])
         bucket = f"{owner}|*" if scope == "account" else f"{owner}|{model}"
+        _remember_rules(provider, kp.get("rules"))
         limits = {w: int(v) for w, v in (kp.get("limits") or {}).items() if w in windows.WINDOWS}
         return cls(
             deployment_id=str(info["id"]),
@@ -64,7 +84,7 @@ class Deployment:
             owner=owner,
             limit_scope=scope,
             limits=limits,
-            reset=ResetRule.from_dict(kp.get("daily_reset")),
+            reset=ResetRule.from_dict(kp.get("daily_reset"), kp.get("monthly_reset")),
             default_completion_tokens=int(kp.get("default_completion_tokens") or 1024),
             context_window=int(kp["context_window"]) if kp.get("context_window") else None,
             capabilities=frozenset(str(c) for c in kp.get("capabilities") or ()),

@@ -33,9 +33,12 @@ from hooks.deployment import Deployment
 from hooks.failures import KEY_VERDICTS, PERSISTENT_KINDS, Strikes, SystemicGuard
 from hooks.ledger import ABANDONED, SUCCESS, UNSETTLED, UsageStore
 from hooks.litellm_metrics import MetricsMixin
+from hooks.litellm_status import StatusMixin
+from hooks.litellm_waits import WaitingMixin
 from hooks.logs import log
 from hooks.providers import classify
 from hooks.quota import Store, StoreUnavailable, storage_from_url
+from hooks.reload import ReloadMixin
 from hooks.request_gate import RequestGate
 from hooks.requests import RequestState, RequestTracker, Reservation, usage_row
 from hooks.settings import Settings, current
@@ -46,7 +49,7 @@ def _router() -> Any:
     return getattr(server, "llm_router", None)
 
 
-class KeypoolHook(MetricsMixin, CustomLogger):
+class KeypoolHook(ReloadMixin, StatusMixin, WaitingMixin, MetricsMixin, CustomLogger):
     def __init__(
         self, store: Store | None = None, ledger: UsageStore | None = None, settings: Settings | None = None
     ) -> None:
@@ -73,6 +76,7 @@ class KeypoolHook(MetricsMixin, CustomLogger):
     def install_in_proxy(self) -> None:
         """Inside the proxy: start-up checks, LiteLLM patches, shutdown flush, keypool's routes."""
         self._instance_lock = proxy_setup.install(self)
+        self._announce_when_ready()
 
     async def aclose(self) -> None:
         """Write or journal every pending ledger row (SIGTERM, proxy shutdown)."""
@@ -197,15 +201,12 @@ class KeypoolHook(MetricsMixin, CustomLogger):
         if refusal is not None:  # its one more key: another owner's
             allowed = other_owners(index, allowed, refusal.owners)
         try:
-            choice = await choose(
-                index,
-                self.store,
+            choice = await self._admit(
                 model,
-                state.prompt_tokens,
-                max_tokens,
-                now,
-                exclude=state.tried,
-                allowed=allowed,
+                index,
+                state,
+                kwargs,
+                lambda at: choose(index, self.store, model, state.prompt_tokens, max_tokens, at, state.tried, allowed),
             )
         except StoreUnavailable as exc:
             self.counts[(model, "store_unreachable")] += 1
@@ -218,11 +219,11 @@ class KeypoolHook(MetricsMixin, CustomLogger):
             if state.last_error is not None and not math.isfinite(exc.wake_at) and not exc.why:
                 # Every key left was tried for this request and failed: say what failed.
                 raise state.last_error.with_traceback(None) from None
-            raise litellm_errors.no_capacity(model, exc, now) from None
+            raise litellm_errors.no_capacity(model, exc, time.time(), state.waited_ms) from None
         if refusal is not None:
             refusal.final = True
         dep = choice.info.deployment_id
-        state.reserve(choice.info, choice.tokens, choice.admission.slots, now)
+        state.reserve(choice.info, choice.tokens, choice.admission.slots, time.time())
         self.observe_admission(choice.info, time.time() - now)
         return [self._deployments.get(dep) or next(d for d in healthy_deployments if d["model_info"]["id"] == dep)]
 
@@ -271,6 +272,7 @@ class KeypoolHook(MetricsMixin, CustomLogger):
             # A stream the client left: LiteLLM bills what was streamed until then.
             outcome = ABANDONED if litellm_data.client_disconnected(kwargs) else SUCCESS
             self._record(res, state, outcome, 200, usage=usage, cost=cost)
+            self._observe_success(res, total if isinstance(total, int) else res.tokens)
             if not state.reservations:
                 self._requests.close(state.request_id)
         info = res.info if res is not None else self._info(dep)
@@ -335,6 +337,7 @@ class KeypoolHook(MetricsMixin, CustomLogger):
         if state is not None and res is not None:
             held = res.tokens if started else 0
             self._record(res, state, verdict.kind.value, status, ended=now, held_tokens=held)
+        self._observe_failure(info, res, verdict, status)
         if state is not None:
             state.last_error = exc
             refusals.after_failure(
@@ -387,10 +390,6 @@ class KeypoolHook(MetricsMixin, CustomLogger):
             return None
 
     # ---- visibility --------------------------------------------------------------------
-    async def pool_state(self) -> dict[str, Any]:
-        """Per model group: keys ready, sleeping, parked (by scope, until when, why)."""
-        return await status.pool_state(self.store, self.indexes, self.counts, time.time())
-
     async def pool_health(self, group: str | None, deployment_id: str | None) -> dict[str, Any]:
         """`GET /health` from pool state: no upstream request. Restores from the ledger first
         if no request did yet, so a fresh proxy reports the dead keys it remembers."""

@@ -90,8 +90,9 @@ def answer(exc: Exception, verdict: Verdict, provider: str, group: str) -> Excep
     return exc
 
 
-def no_capacity(model: str, exc: NoCapacity, now: float) -> Exception:
-    """The answer when no key of the group can take the request now."""
+def no_capacity(model: str, exc: NoCapacity, now: float, waited_ms: float | None = None) -> Exception:
+    """The answer when no key of the group can take the request now; `waited_ms`: how long it
+    waited for capacity first (hooks/waits.py), if it did."""
     if exc.too_large:
         said = answers.Answer(
             413,
@@ -100,7 +101,7 @@ def no_capacity(model: str, exc: NoCapacity, now: float) -> Exception:
             group=model,
         )
         return carry(status_error(413, said.message, "keypool", model), said)
-    said = answers.no_capacity(model, exc.wake_at, exc.why, now)
+    said = answers.no_capacity(model, exc.wake_at, exc.why, now, None if waited_ms is None else int(waited_ms))
     if said.retry_after is None:
         return carry(litellm.ServiceUnavailableError(message=said.message, model=model, llm_provider="keypool"), said)
     err = RouterRateLimitError(
@@ -127,3 +128,11 @@ def store_unreachable(model: str, exc: Exception) -> Exception:
     )
     err.headers = said.headers()  # type: ignore[attr-defined]
     return carry(err, said)
+
+
+def client_left(model: str, waited_ms: float) -> Exception:
+    """The client disconnected while its request waited for capacity (hooks/litellm_waits.py):
+    nobody reads this answer; it ends the request without a retry or a fallback."""
+    err = status_error(499, f"keypool: the client left after waiting {int(waited_ms)} ms for {model}", "keypool", model)
+    err.num_retries = 0  # type: ignore[attr-defined]
+    return err

@@ -7,7 +7,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from hooks import access, instance, litellm_data, litellm_output, litellm_patches, logs, routes
+from hooks import (
+    access,
+    instance,
+    litellm_data,
+    litellm_output,
+    litellm_patches,
+    litellm_waits,
+    logs,
+    reload_wiring,
+    routes,
+)
 from hooks.logs import log
 
 
@@ -30,4 +40,6 @@ def install(hook: Any) -> instance.InstanceLock | None:
     if app is not None:
         paths = routes.install(app, hook.settings, hook) + routes.install_metrics(app, hook.settings, hook)
         logs.event("routes", paths=paths)
+        litellm_waits.install(app)  # waits see their client leave; answers say how long they waited
+    reload_wiring.install(hook, app, hook.settings)
     return lock

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,7 @@ class RequestState:
     key_out: Answer | None = None
     attempts: int = 0
     deadline: float = 0.0
+    waited_ms: float | None = None  # time spent waiting for capacity (hooks/waits.py), if any
 
     def reserve(self, info: Deployment, tokens: int, slots: tuple[tuple[str, int], ...], now: float) -> Reservation:
         """A new attempt on `info`: number it and hold its reservation until it settles."""
@@ -112,6 +114,11 @@ class RequestTracker:
         state.deadline = now + self.ttl
         self._deadlines.append((state.deadline, request_id))
         return state
+
+    def in_flight(self) -> Iterator[Reservation]:
+        """Every reservation not settled yet (the status's in-flight figures)."""
+        for state in self._requests.values():
+            yield from state.reservations.values()
 
     def close(self, request_id: str) -> None:
         """The request is over (its last attempt settled): forget it."""
@@ -183,4 +190,5 @@ def usage_row(
         cost=float(cost) if isinstance(cost, int | float) else None,
         client_request_id=state.client_request_id,
         client=state.client,
+        waited_ms=state.waited_ms,
     )

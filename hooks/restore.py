@@ -84,9 +84,12 @@ def by_key_and_model(infos: Iterable[Deployment]) -> dict[tuple[str, str], list[
 
 
 def _fits(window: str, kind: str) -> bool:
-    """Which query feeds which window: `kind` is "short", "rolling_day" or "fixed_day"."""
+    """Which query feeds which window: `kind` is "short", "rolling_day", "fixed_day",
+    "rolling_month" or "fixed_month"."""
     if window[-1] in "mh":
         return kind == "short"
+    if windows.is_monthly(window):
+        return kind in ("rolling_month", "fixed_month")
     return kind in ("rolling_day", "fixed_day")
 
 
@@ -97,8 +100,8 @@ def restores(
     now: float,
     rule: ResetRule | None = None,
 ) -> list[Restore]:
-    """The store changes for one query's aggregates. A "fixed_day" query was made over `rule`'s
-    day and restores only the keys that rule governs."""
+    """The store changes for one query's aggregates. A "fixed_day" ("fixed_month") query was made
+    over `rule`'s day (month) and restores only the keys that rule governs."""
     index = by_key_and_model(infos.values())
     out: dict[tuple[str, str, int], int] = {}
     for agg in aggregates:
@@ -106,13 +109,14 @@ def restores(
         targets = {i.bucket: i for i in index.get((agg.key, agg.model), ())}
         last = agg.start + agg.seconds - 1e-3
         for info in targets.values():
-            if kind == "fixed_day" and info.reset != rule:
+            fixed_kind = kind.startswith("fixed")
+            if fixed_kind and info.reset != rule:
                 continue
             for window in info.limits:
                 if not _fits(window, kind):
                     continue
                 fixed = windows.is_fixed(window, info.reset)
-                if (kind == "fixed_day") != (fixed and window[-1] == "d"):
+                if fixed_kind != fixed:
                     continue
                 if fixed:
                     start, _ = windows.fixed_period(window, info.reset, now)
@@ -135,6 +139,19 @@ def restores(
 
 def fixed_rules(infos: Iterable[Deployment]) -> set[ResetRule]:
     return {i.reset for i in infos if i.reset.mode == "midnight"}
+
+
+def month_rules(infos: Iterable[Deployment]) -> tuple[bool, set[ResetRule]]:
+    """(any rolling monthly window, the rules of calendar monthly windows): no monthly limit
+    anywhere, no monthly query."""
+    rolling, calendar = False, set()
+    for info in infos:
+        if any(windows.is_monthly(w) for w in info.limits):
+            if info.reset.month_mode == "calendar":
+                calendar.add(info.reset)
+            else:
+                rolling = True
+    return rolling, calendar
 
 
 def _latest(events: Iterable[ParkEvent], per_model: bool) -> list[ParkEvent]:
@@ -191,15 +208,18 @@ async def restore(
     now: float,
     before: float,
     except_instance: str | None = None,
+    flushed: bool = True,
 ) -> tuple[int, int]:
     """Write what the ledger remembers into the store: (units restored, parks restored).
 
-    Usage rows count only if older than `before` (the store's birth) or, with
+    Usage rows count only if older than `before` (the store's birth, or now for keys new to
+    the pool) or, with
     `except_instance`, written by another instance. Raises LedgerUnavailable, having changed
     nothing, when the ledger cannot be brought up to date first.
     """
     # Rows a crashed predecessor journaled count too: they must be in the DB before we read.
-    if not await asyncio.to_thread(ledger.flush, 10.0):
+    # `flushed=False` (a reload under traffic, whose queue never empties): flush, best effort.
+    if not await asyncio.to_thread(ledger.flush, 10.0) and flushed:
         raise LedgerUnavailable("the usage ledger is unreachable or its journal could not be replayed")
 
     def query(since: float, seconds: int) -> list[Aggregate]:
@@ -217,9 +237,16 @@ async def restore(
         ("short", now - 3600, MINUTE_BUCKET, None),
         ("rolling_day", now - 86400 - DAY_SLOT, DAY_SLOT, None),
     ]
-    for rule in sorted(fixed_rules(infos.values()), key=lambda r: r.timezone):
+    for rule in sorted(fixed_rules(infos.values()), key=lambda r: (r.timezone, r.month_timezone, r.month_mode)):
         start, _ = windows.fixed_period("rpd", rule, now)
         queries.append(("fixed_day", start, 2 * 86400, rule))
+    rolling_month, calendar_months = month_rules(infos.values())
+    month_slot = windows.slot_width("rpmo")
+    if rolling_month:
+        queries.append(("rolling_month", now - windows.length("rpmo") - month_slot, month_slot, None))
+    for rule in sorted(calendar_months, key=lambda r: (r.month_timezone, r.timezone, r.mode)):
+        start, _ = windows.fixed_period("rpmo", rule, now)
+        queries.append(("fixed_month", start, month_slot, rule))
     # Every read first, then every write: a ledger failure leaves the store untouched.
     planned: list[Restore] = []
     for kind, since, seconds, rule in queries:

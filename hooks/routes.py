@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from hooks import access
 from hooks.settings import Settings
+from hooks.status import page as status_page
 
 
 class PoolView(Protocol):
@@ -34,6 +35,12 @@ class MetricsView(Protocol):
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self'; form-action 'none'; frame-ancestors 'none'",
+}
 
 
 def bearer(request: Request) -> str:
@@ -82,6 +89,10 @@ def install(app: FastAPI, settings: Settings, view: PoolView) -> list[str]:
     async def status(request: Request) -> Response:
         return JSONResponse(await view.pool_state())
 
+    async def page(request: Request) -> Response:
+        # No pool data in it: the page fetches /keypool/status with the key the person types.
+        return HTMLResponse(status_page.PAGE, headers=PAGE_HEADERS)
+
     async def health(request: Request) -> Response:
         group = request.query_params.get("model") or None
         deployment_id = request.query_params.get("model_id") or None
@@ -102,10 +113,11 @@ def install(app: FastAPI, settings: Settings, view: PoolView) -> list[str]:
             "permission_error",
         )
 
+    add_front(app, "/keypool", page, ["GET"])
     add_front(app, "/keypool/status", admin_only(settings, status), ["GET"])
     add_front(app, "/health", admin_only(settings, health), ["GET"])
     add_front(app, "/health/test_connection", admin_only(settings, test_connection), ["POST"])
-    return ["/keypool/status", "/health", "/health/test_connection"]
+    return ["/keypool", "/keypool/status", "/health", "/health/test_connection"]
 
 
 def install_metrics(app: FastAPI, settings: Settings, view: MetricsView) -> list[str]:

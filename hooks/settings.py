@@ -24,6 +24,8 @@ PROBE_PARK_LIMIT = 120.0
 CLIENT_KEYS_VARIABLE = "KEYPOOL_CLIENT_KEYS"
 ADMIN_NAME = "admin"  # what the ledger records for requests made with LITELLM_MASTER_KEY
 MIN_CLIENT_KEY_LENGTH = 16
+DEFAULT_MAX_WAIT_CAP = 300.0
+DEFAULT_MAX_WAITERS = 1000
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -57,6 +59,19 @@ class Settings:
     ledger_url: str | None = None  # TIDB_DB_URL; None: SQLite in data_dir
     probe_park_max: float = DEFAULT_PROBE_PARK_MAX  # KEYPOOL_PROBE_PARK_MAX, seconds
     workers: int = 1  # NUM_WORKERS, which LiteLLM's CLI sets from --num_workers for its workers
+    # Waiting for capacity (hooks/waits.py): the default budget of a request that names none,
+    # the most any request may ask for, and how many may wait per model group.
+    max_wait_s: float = 0.0  # KEYPOOL_MAX_WAIT_S
+    max_wait_cap_s: float = DEFAULT_MAX_WAIT_CAP  # KEYPOOL_MAX_WAIT_CAP_S
+    max_waiters: int = DEFAULT_MAX_WAITERS  # KEYPOOL_MAX_WAITERS
+    # What a reload re-reads (hooks/reload.py): the .env `make run` exported, the catalogs, and
+    # the names that came from that .env (KEYPOOL_ENV_FROM_FILE, set by scripts/run.sh): those
+    # a new .env replaces; any other variable was set by the user and wins.
+    env_file: Path = field(default_factory=lambda: REPO_ROOT / ".env")
+    catalog_dir: Path = field(default_factory=lambda: REPO_ROOT / "config")
+    config_file: Path = field(default_factory=lambda: REPO_ROOT / "litellm_config.yaml")
+    env_from_file: frozenset[str] = frozenset()
+    auto_reload: bool = False  # KEYPOOL_AUTO_RELOAD=1: a changed .env or catalog is applied by itself
     metrics_per_key: bool = False  # KEYPOOL_METRICS_PER_KEY=1: per-key series (hundreds of keys)
     alert_webhook: str = field(default="", repr=False)  # KEYPOOL_ALERT_WEBHOOK (a Slack URL is a secret)
     alert_check_seconds: float = 5.0  # KEYPOOL_ALERT_CHECK_SECONDS: how often thresholds are checked
@@ -75,6 +90,14 @@ class Settings:
             ledger_url=(env.get("TIDB_DB_URL") or "").strip() or None,
             probe_park_max=probe_park_max(env),
             workers=workers(env),
+            max_wait_s=seconds(env, "KEYPOOL_MAX_WAIT_S", 0.0),
+            max_wait_cap_s=seconds(env, "KEYPOOL_MAX_WAIT_CAP_S", DEFAULT_MAX_WAIT_CAP),
+            max_waiters=whole(env, "KEYPOOL_MAX_WAITERS", DEFAULT_MAX_WAITERS),
+            env_file=_path(env, "KEYPOOL_ENV_FILE", REPO_ROOT / ".env"),
+            catalog_dir=_path(env, "KEYPOOL_CONFIG_DIR", REPO_ROOT / "config"),
+            config_file=config_path(env) or REPO_ROOT / "litellm_config.yaml",
+            env_from_file=frozenset(n.strip() for n in env.get("KEYPOOL_ENV_FROM_FILE", "").split(",") if n.strip()),
+            auto_reload=(env.get("KEYPOOL_AUTO_RELOAD") or "").strip().lower() in ("1", "true", "yes"),
             metrics_per_key=(env.get("KEYPOOL_METRICS_PER_KEY") or "").strip().lower() in ("1", "true", "yes", "on"),
             alert_webhook=(env.get("KEYPOOL_ALERT_WEBHOOK") or "").strip(),
             alert_check_seconds=alert_check_seconds(env),
@@ -188,6 +211,52 @@ def workers(env: Mapping[str, str]) -> int:
         return max(1, int(raw))
     except ValueError:
         raise ValueError(f"NUM_WORKERS must be a whole number, got {raw!r}") from None
+
+
+def seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration in seconds, 0 or more and finite; unset or empty: `default`."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be seconds, 0 or more, got {raw!r}")
+    return value
+
+
+def whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number, 0 or more; unset or empty: `default`."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} must be a whole number, 0 or more, got {raw!r}")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = (env.get(name) or "").strip()
+    return Path(raw).expanduser().absolute() if raw else default
+
+
+def environ() -> dict[str, str]:
+    """The process environment now: what a reload composes the new `.env` with."""
+    return dict(os.environ)
+
+
+def apply_environ(values: Mapping[str, str], removed: frozenset[str]) -> None:
+    """A reload's new `.env` values (LiteLLM resolves `os.environ/<VAR>` from here when it
+    builds a deployment); `removed`: names the old `.env` set and the new one no longer has."""
+    for name in removed:
+        os.environ.pop(name, None)
+    os.environ.update(values)
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,7 @@ is told exactly where to look.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from scripts.catalog_rules import RulesError, load_rules
 from scripts.key_checks import KeyShape
 
-LIMIT_NAMES = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
+LIMIT_NAMES = ("rpm", "rph", "rpd", "tpm", "tph", "tpd", "rpmo", "tpmo")
 SCOPES = ("per_model", "account")
 RESET_MODES = ("midnight", "rolling")
+MONTH_MODES = ("calendar", "rolling")
 ALIASES_FILE = "aliases.yaml"
+# The name becomes NUM_<NAME> / <NAME>_API_KEY_<n> in .env and a label in logs: letters and
+# digits only (an underscore would make the variable names ambiguous), at most 20 characters.
+PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9]{0,19}$")
 
 
 class CatalogError(ValueError):
@@ -46,6 +52,10 @@ class ProviderCatalog:
     models: tuple[ModelEntry, ...]
     path: Path = field(compare=False)
     key_shape: KeyShape | None = None
+    # Declared error rules and rate-limit header family (scripts/catalog_rules.py); {} when none.
+    rules: dict[str, Any] = field(default_factory=dict, compare=False)
+    # How rpmo/tpmo reset: {"mode": "calendar", "timezone": ...} or {"mode": "rolling"} (30 days).
+    monthly_reset: dict[str, str] = field(default_factory=dict)
 
     def group(self, model: str) -> str:
         return f"{self.provider}/{model}"
@@ -106,6 +116,25 @@ def _key_shape(path: Path, raw: Any) -> KeyShape | None:
     return KeyShape(raw["prefix"], _positive_int(path, "key_shape", "length", raw.get("length"), None))
 
 
+def _monthly_reset(path: Path, raw: Any, daily: dict[str, str]) -> dict[str, str]:
+    """`monthly_reset: calendar` (the 1st, 00:00 in the daily timezone or its own `timezone`) or
+    `rolling` (the last 30 days); {} when absent (monthly limits then count a rolling 30 days)."""
+    if raw is None:
+        return {}
+    spec = raw if isinstance(raw, dict) else {"mode": raw}
+    if spec.get("mode") not in MONTH_MODES or set(spec) - {"mode", "timezone"}:
+        raise CatalogError(f"{path}: 'monthly_reset' must be one of {', '.join(MONTH_MODES)} (or {{mode, timezone}})")
+    out = {"mode": str(spec["mode"])}
+    if spec["mode"] == "calendar":
+        tz = spec.get("timezone", daily.get("timezone", "UTC"))
+        try:
+            ZoneInfo(str(tz))
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise CatalogError(f"{path}: 'monthly_reset.timezone' {tz!r} is not a known IANA timezone") from exc
+        out["timezone"] = str(tz)
+    return out
+
+
 def load_provider(path: Path) -> ProviderCatalog:
     data = _read_yaml(path)
     if not isinstance(data, dict):
@@ -113,6 +142,15 @@ def load_provider(path: Path) -> ProviderCatalog:
     provider = _require_str(path, data, "provider")
     if provider != path.stem:
         raise CatalogError(f"{path}: 'provider' is '{provider}' but the file is named '{path.name}'")
+    if not PROVIDER_NAME.match(provider):
+        raise CatalogError(
+            f"{path}: provider name '{provider}' must be lower-case letters and digits (at most 20), "
+            "since .env names its keys <NAME>_API_KEY_<n>"
+        )
+    try:
+        rules = load_rules(path, data)
+    except RulesError as exc:
+        raise CatalogError(str(exc)) from exc
     prefix = _require_str(path, data, "litellm_prefix")
     api_base = _require_str(path, data, "api_base")
     scope = data.get("limit_scope")
@@ -131,6 +169,7 @@ def load_provider(path: Path) -> ProviderCatalog:
             raise CatalogError(f"{path}: 'daily_reset.timezone' {tz!r} is not a known IANA timezone") from exc
         daily_reset["timezone"] = str(tz)
 
+    monthly_reset = _monthly_reset(path, data.get("monthly_reset"), daily_reset)
     account_limits = _limits(path, "limits", data.get("limits"))
     if scope == "account" and not account_limits:
         raise CatalogError(f"{path}: limit_scope 'account' needs provider-level 'limits'")
@@ -185,6 +224,8 @@ def load_provider(path: Path) -> ProviderCatalog:
         account_limits=account_limits,
         models=tuple(models),
         path=path,
+        rules=rules,
+        monthly_reset=monthly_reset,
     )
 
 

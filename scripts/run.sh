@@ -44,14 +44,20 @@ fi
 
 # Export the file's variables; the real environment wins, as in the generator. Values go from
 # python-dotenv straight into this shell, never to the terminal.
+# KEYPOOL_ENV_FROM_FILE names what came from the file: a reload (`make reload`, SIGHUP) replaces
+# those with the new .env's values and leaves the variables set in the real environment alone.
 eval "$(.venv/bin/python - "$ENV_FILE" <<'PY'
 import os, shlex, sys
 from dotenv import dotenv_values
+loaded = []
 for name, value in dotenv_values(sys.argv[1]).items():
     if value is not None and name not in os.environ:
         print(f"export {name}={shlex.quote(value)}")
+        loaded.append(name)
+print(f"export KEYPOOL_ENV_FROM_FILE={shlex.quote(','.join(loaded))}")
 PY
 )"
+KEYPOOL_ENV_FILE=$(realpath "$ENV_FILE"); export KEYPOOL_ENV_FILE KEYPOOL_CONFIG_DIR="$PWD/config"
 
 # LiteLLM acts on REDIS_URL too (its own usage counters: ~4 Redis commands per request keypool
 # does not need, measured in bench/). keypool reads KEYPOOL_REDIS_URL first: hand it over.

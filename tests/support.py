@@ -19,6 +19,7 @@ import openai
 import yaml
 
 from scripts.generate_config import build, write_atomic
+from tests.fake_upstream import api_base_path
 
 ROOT = Path(__file__).resolve().parent.parent
 MASTER_KEY = "sk-keypool-test-master"
@@ -65,18 +66,13 @@ def pool_env(
     owners: Mapping[str, Mapping[int, str]] | None = None,
     prefix: str = "test",
 ) -> dict[str, str]:
-    """NUM_/API_KEY_/API_BASE variables for a pool pointed at the fake upstream."""
-    bases = {
-        "groq": "/groq/openai/v1",
-        "cerebras": "/cerebras/v1",
-        "openrouter": "/openrouter/api/v1",
-        "gemini": "/gemini/v1beta",
-    }
+    """NUM_/API_KEY_/API_BASE variables for a pool pointed at the fake upstream (any provider:
+    one the fake does not name is served on its OpenAI-compatible `/compat/<name>/v1`)."""
     env: dict[str, str] = {"LITELLM_MASTER_KEY": MASTER_KEY}
     for provider, n in counts.items():
         up = provider.upper()
         env[f"NUM_{up}"] = str(n)
-        env[f"{up}_API_BASE"] = upstream_url + bases[provider]
+        env[f"{up}_API_BASE"] = upstream_url + api_base_path(provider)
         for i in range(1, n + 1):
             env[f"{up}_API_KEY_{i}"] = key_value(provider, i, prefix)
         for i, owner in (owners or {}).get(provider, {}).items():

@@ -149,3 +149,16 @@ def test_wake_time_finds_the_first_slot_whose_expiry_makes_room() -> None:
     assert wake_time(check, live) == T0 - 10 + 1 + 60
     (one,) = plan({"rpm": 3}, ROLLING, 2, T0)  # a request needs one unit: the oldest slot suffices
     assert wake_time(one, live) == T0 - 30 + 1 + 60
+
+
+async def test_usage_of_many_buckets_in_one_call_matches_each_bucket_alone(store: Buckets) -> None:
+    limits = {"rpm": 10, "rpd": 100, "tpm": 10_000}
+    rule = ROLLING
+    for n, bucket in enumerate(("a|m", "b|m", "c|m")):
+        for _ in range(n + 1):
+            assert (await store.acquire(bucket, plan(limits, rule, 50 * (n + 1), T0), [], T0)).ok
+    requests = [(b, plan(limits, rule, 0, T0)) for b in ("a|m", "b|m", "c|m", "empty|m")]
+    many = await store.usage_many(requests)
+    assert many == [await store.usage(b, checks) for b, checks in requests]
+    assert [u["rpd"] for u in many] == [1, 2, 3, 0] and many[2]["tpm"] == 3 * 150
+    assert await store.usage_many([]) == []

@@ -103,7 +103,7 @@ def test_environment_wins_over_env_file(tmp_path: Path) -> None:
         ({"GROQ_API_KEY_2": "  "}, "GROQ_API_KEY_2 is empty (NUM_GROQ=3 expects keys 1..3)"),
         ({"GROQ_API_KEY_3": key_value("groq", 1)}, "GROQ_API_KEY_3 has the same value as GROQ_API_KEY_1"),
         ({"GEMINI_API_KEY_1": key_value("groq", 2)}, "has the same value as"),
-        ({"MISTRAL_API_KEY_1": "m-1", "NUM_MISTRAL": "1"}, "provider 'mistral' has keys but no catalog"),
+        ({"ACME_API_KEY_1": "m-1", "NUM_ACME": "1"}, "provider 'acme' has keys but no catalog"),
     ],
 )
 def test_bad_env_names_the_variable_exits_nonzero_and_keeps_old_config(

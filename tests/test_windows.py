@@ -66,5 +66,6 @@ def test_rolling_slots_count_until_fully_out_of_the_window() -> None:
 
 
 def test_lengths_and_kinds() -> None:
-    assert [windows.length(w) for w in windows.WINDOWS] == [60, 3600, 86400, 60, 3600, 86400]
-    assert [windows.is_tokens(w) for w in windows.WINDOWS] == [False, False, False, True, True, True]
+    month = 30 * 86400
+    assert [windows.length(w) for w in windows.WINDOWS] == [60, 3600, 86400, 60, 3600, 86400, month, month]
+    assert [windows.is_tokens(w) for w in windows.WINDOWS] == [False, False, False, True, True, True, False, True]

@@ -162,6 +162,7 @@ class Delivery:
             "instance_id": str(row.instance_id or self.instance_id),
             "client_request_id": None if row.client_request_id is None else str(row.client_request_id),
             "client": None if row.client is None else str(row.client),
+            "waited_ms": None if row.waited_ms is None else float(row.waited_ms),
         }
         for name, limit in STRING_LIMITS.items():
             if p[name] is not None and len(p[name]) > limit:

@@ -107,6 +107,7 @@ def _row_from_db(r: Any) -> UsageRow:
         instance_id=r.instance_id,
         client_request_id=r.client_request_id,
         client=r.client,
+        waited_ms=None if r.waited_ms is None else float(r.waited_ms),
     )
 
 

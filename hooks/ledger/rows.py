@@ -66,6 +66,7 @@ class UsageRow:
     # `x-litellm-call-id` header) is data, never a key.
     client_request_id: str | None = None
     client: str | None = None  # the named client key that made the request (its alias), if any
+    waited_ms: float | None = None  # how long the request waited for capacity before this attempt
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

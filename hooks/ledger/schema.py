@@ -53,6 +53,7 @@ usage_table = sa.Table(
     sa.Column("instance_id", sa.String(128), nullable=False),
     sa.Column("client_request_id", sa.String(128), nullable=True),  # v2
     sa.Column("client", sa.String(64), nullable=True),  # v2
+    sa.Column("waited_ms", sa.Double, nullable=True),  # v3: the request's wait for capacity
     # request_id is keypool's own (hooks/requests.py), attempt counts within it: one row per
     # upstream attempt. The idempotency key: a replayed or retried row can never be counted twice.
     sa.UniqueConstraint("request_id", "attempt", name="uq_keypool_usage_request_attempt"),
@@ -110,6 +111,7 @@ def _v2(conn: Connection) -> None:
 MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: create_table(conn, usage_table),  # v1
     _v2,  # v2: client_request_id, client
+    lambda conn: add_column(conn, usage_table, usage_table.c.waited_ms),  # v3
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -19,7 +19,9 @@ shared/reference/provider-wire-formats.md, "Rules that follow":
    the request's (REQUEST_REFUSED, CLIENT_ERROR) or the same for every key (BLOCKED).
 
 When one error names several windows, the one that frees up last decides (daily beats minute).
-A provider without a module gets the generic rules (base.generic) and no header corrections.
+A provider without a module gets the generic rules (base.generic), and whatever its catalog
+declares (`errors:` rules, a `rate_limit_headers:` family) comes first: hooks/providers/declared.py.
+A provider module is only for what data cannot express.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from hooks.providers import cerebras, gemini, groq, openrouter
-from hooks.providers.base import FailureClass, HeaderFix, Provider, Verdict, build_ctx, generic
+from hooks.deployment import declared_rules
+from hooks.providers import cerebras, declared, gemini, groq, openrouter
+from hooks.providers.base import FailureClass, HeaderFix, Provider, Verdict, build_ctx
 from hooks.providers.errors import extract_error_json
 
 __all__ = ["FailureClass", "HeaderFix", "Verdict", "classify", "corrections", "extract_error_json"]
 
-# Adding a provider: write hooks/providers/<name>.py with `classify` and `corrections`, list it here.
+# A provider needs no module: config/<name>.yaml alone makes it work (README, "A provider we did
+# not ship"). Only for signals data cannot express, write hooks/providers/<name>.py with
+# `classify` and `corrections` and list it here.
 PROVIDERS: dict[str, Provider] = {
     "gemini": gemini,
     "groq": groq,
@@ -45,11 +50,28 @@ PROVIDERS: dict[str, Provider] = {
 def _classify(provider: str, status: int | None, headers: Mapping[str, str], body: str, now: float) -> Verdict:
     ctx = build_ctx(provider, status, headers, body, now)
     module = PROVIDERS.get(ctx.provider)
-    verdict = module.classify(ctx) if module is not None else generic(ctx)
+    rules = _declared(ctx.provider)
+    # A provider with a module may still declare rules in its catalog: data comes first.
+    found = declared.by_rule(ctx, rules) if module is not None else None
+    verdict = found or (module.classify(ctx) if module is not None else declared.classify(ctx, rules))
     if ctx.status is None and verdict.kind in (FailureClass.AMBIGUOUS_429, FailureClass.CLIENT_ERROR):
         # No status and nothing recognisable: a network error or timeout.
         return Verdict(FailureClass.TRANSIENT, reason=f"{ctx.provider} no status")
     return replace(verdict, status=ctx.status)
+
+
+_parsed: dict[str, tuple[object, declared.Declared]] = {}
+
+
+def _declared(provider: str) -> declared.Declared:
+    """The provider's declared rules, parsed once per catalog (the raw mapping is kept)."""
+    raw = declared_rules(provider)
+    if raw is None:
+        return declared.NOTHING
+    cached = _parsed.get(provider)
+    if cached is None or cached[0] is not raw:
+        cached = _parsed[provider] = (raw, declared.parse(raw))
+    return cached[1]
 
 
 def classify(provider: str, status: int | None, headers: Mapping[str, str], body: str, now: float) -> Verdict:
@@ -69,4 +91,6 @@ def classify(provider: str, status: int | None, headers: Mapping[str, str], body
 def corrections(provider: str, headers: Mapping[str, str]) -> list[HeaderFix]:
     """The counters `provider` states in the rate-limit headers of a success, one per window."""
     module = PROVIDERS.get(provider)
-    return module.corrections(headers) if module is not None else []
+    if module is not None:
+        return module.corrections(headers)
+    return declared.corrections(_declared(provider), headers)

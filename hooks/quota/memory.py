@@ -80,8 +80,8 @@ class MemoryBuckets:
     async def usage(self, bucket: str, checks: Sequence[WindowCheck]) -> dict[str, int]:
         return {c.name: sum(a for _, a in live_slots(c, self._slots.get((bucket, c.name), {}))) for c in checks}
 
-    async def usage_many(self, wanted: Sequence[tuple[str, Sequence[WindowCheck]]]) -> list[dict[str, int]]:
-        return [await self.usage(bucket, checks) for bucket, checks in wanted]
+    async def usage_many(self, requests: Sequence[tuple[str, Sequence[WindowCheck]]]) -> list[dict[str, int]]:
+        return [await self.usage(bucket, checks) for bucket, checks in requests]
 
     async def raise_usage(self, bucket: str, check: WindowCheck, at_least: int, now: float) -> int:
         slots = self._slots.setdefault((bucket, check.name), {})

@@ -21,7 +21,7 @@ INF = math.inf
 
 @dataclass(frozen=True)
 class WindowCheck:
-    name: str  # rpm, rph, rpd, tpm, tph, tpd
+    name: str  # rpm, rph, rpd, tpm, tph, tpd, rpmo, tpmo
     limit: int
     need: int  # units this request takes: 1 request, or the token estimate
     slot: int  # where the units are recorded
@@ -53,8 +53,10 @@ class Change:
 
 
 @lru_cache(maxsize=64)
-def _periods(rule: ResetRule, start: float, end: float) -> tuple[float, float, float, float]:
-    return windows.day_start(rule, start - 1), start, end, windows.next_reset(rule, end)
+def _periods(window: str, rule: ResetRule, start: float, end: float) -> tuple[float, float, float, float]:
+    previous, _ = windows.fixed_period(window, rule, start - 1)
+    _, following = windows.fixed_period(window, rule, end)
+    return previous, start, end, following
 
 
 def plan(limits: Mapping[str, int], rule: ResetRule, tokens: int, now: float) -> list[WindowCheck]:
@@ -69,7 +71,7 @@ def plan(limits: Mapping[str, int], rule: ResetRule, tokens: int, now: float) ->
             start, end = windows.fixed_period(name, rule, now)
             slot = int(start)
             ttl = int(end - now) + 60
-            periods = _periods(rule, start, end)
+            periods = _periods(name[-1], rule, start, end)
             checks.append(WindowCheck(name, limit, need, slot, slot, True, end, length, length, ttl, periods))
         else:
             width = windows.slot_width(name)

@@ -140,23 +140,24 @@ class RedisBuckets:
             out[c.name] = sum(a for _, a in live_slots(c, {int(s): int(a) for s, a in raw.items()}))
         return out
 
-    async def usage_many(self, wanted: Sequence[tuple[str, Sequence[WindowCheck]]]) -> list[dict[str, int]]:
+    async def usage_many(self, requests: Sequence[tuple[str, Sequence[WindowCheck]]]) -> list[dict[str, int]]:
+        """`usage` of many buckets in one round trip (the status reads every bucket of the pool)."""
+
         async def run() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
-            for bucket, checks in wanted:
+            for bucket, checks in requests:
                 for c in checks:
                     pipe.hgetall(self._win_key(bucket, c.name))
             return list(await pipe.execute())
 
-        raw = iter(await self._call("usage_many", run) if wanted else [])
+        raws = iter(await self._call("usage", run) if any(checks for _, checks in requests) else [])
         out = []
-        for _, checks in wanted:
-            out.append(
-                {
-                    c.name: sum(a for _, a in live_slots(c, {int(s): int(a) for s, a in next(raw).items()}))
-                    for c in checks
-                }
-            )
+        for _, checks in requests:
+            used = {}
+            for c in checks:
+                raw = next(raws)
+                used[c.name] = sum(a for _, a in live_slots(c, {int(s): int(a) for s, a in raw.items()}))
+            out.append(used)
         return out
 
     async def raise_usage(self, bucket: str, check: WindowCheck, at_least: int, now: float) -> int:
@@ -183,8 +184,8 @@ class RedisBuckets:
             offset = seconds + micros / 1e6 - now
         out: dict[str, tuple[float, str]] = {}
         head = self._park_key("")
-        async for key in self._redis.scan_iter(match=self._park_key(prefix) + "*", count=500):
-            value = await self._redis.get(key)
+        keys = [key async for key in self._redis.scan_iter(match=self._park_key(prefix) + "*", count=500)]
+        for key, value in zip(keys, await self._redis.mget(keys) if keys else [], strict=True):
             if value:
                 until, _, reason = value.partition("|")
                 local = _time(until) - offset

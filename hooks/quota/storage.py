@@ -53,8 +53,8 @@ class Counters(Protocol):
         """Units counted now in each window (for the status view)."""
         ...
 
-    async def usage_many(self, wanted: Sequence[tuple[str, Sequence[WindowCheck]]]) -> list[dict[str, int]]:
-        """`usage` of many buckets at once, in order: one round trip for a whole scrape."""
+    async def usage_many(self, requests: Sequence[tuple[str, Sequence[WindowCheck]]]) -> list[dict[str, int]]:
+        """`usage` of each (bucket, checks), in order, in one round trip where the store can."""
         ...
 
     async def raise_usage(self, bucket: str, check: WindowCheck, at_least: int, now: float) -> int:

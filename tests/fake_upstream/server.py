@@ -1,4 +1,6 @@
 """A fake Groq / Cerebras / OpenRouter / Gemini upstream speaking each provider's real wire format.
+Providers known only by catalog (Mistral, SambaNova, GitHub Models, any `/compat/<name>/v1`)
+speak OpenAI's format with their own headers and errors: tests/fake_upstream/compat.py.
 
 LiteLLM's own provider code talks to it unchanged (only `api_base` differs), so everything keypool
 learns from headers and error bodies here is what it would learn from the real providers. The wire
@@ -48,7 +50,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fake_upstream import agents
+from tests.fake_upstream import agents, compat
 
 PROVIDERS: tuple[str, ...] = ("groq", "cerebras", "openrouter", "gemini")
 WINDOWS: tuple[str, ...] = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
@@ -571,7 +573,8 @@ class Upstream:
 
     def _limit_for(self, provider: str, model: str, window: str) -> int:
         configured = self.state.limits_for(provider, model).get(window)
-        return configured if configured is not None else DEFAULT_LIMITS[provider].get(window, 0)
+        defaults = DEFAULT_LIMITS.get(provider) or compat.default_limits(provider)
+        return configured if configured is not None else defaults.get(window, 0)
 
     def _forced_violation(self, req: ChatRequest, owner: str, window: str, now: float) -> Violation:
         """A violation of `window` as a mode forces it: used == limit, reset at the window's end."""
@@ -584,6 +587,9 @@ class Upstream:
         # The window that frees up last is the one that decides; the real providers report one
         # window per body except Gemini, which lists them all.
         worst = max(violations, key=lambda v: v.reset_in)
+        if req.provider not in PROVIDERS:
+            snapshot = self._error_snapshot(req, owner, now, violations)
+            return compat.quota_429(req.provider, req.model, worst.window, worst.limit, worst.reset_in, snapshot)
         if req.provider == "gemini":
             minute_reset = 60.0 - (now % 60.0)
             # Gemini's retryDelay is per-minute-ish even when the daily quota is what is violated.
@@ -676,6 +682,8 @@ class Upstream:
     # -- forced failures --------------------------------------------------------------------
 
     def _dead(self, provider: str) -> ErrorReply:
+        if provider not in PROVIDERS:
+            return compat.dead(provider)
         if provider == "gemini":
             msg = "API key not valid. Please pass a valid API key."
             details = [
@@ -885,6 +893,8 @@ class Upstream:
             return headers
         if req.provider == "cerebras":
             return self._cerebras_headers(req, owner, now, snapshot)
+        if req.provider not in PROVIDERS:
+            return compat.rate_headers(req.provider, snapshot)
         return {}
 
     # -- success bodies ---------------------------------------------------------------------
@@ -1097,6 +1107,9 @@ def create_app(upstream: Upstream | None = None) -> Starlette:
         key = request.headers.get("x-goog-api-key") or request.query_params.get("key") or ""
         return await up.handle(_parse_gemini(model, body, key, action == "streamGenerateContent"))
 
+    async def compat_route(request: Request) -> Response:
+        return await openai_route(str(request.path_params["name"]))(request)
+
     async def openrouter_key(request: Request) -> Response:
         return up.openrouter_key(_bearer(request))
 
@@ -1141,6 +1154,8 @@ def create_app(upstream: Upstream | None = None) -> Starlette:
         Route("/openrouter/api/v1/chat/completions", openai_route("openrouter"), methods=["POST"]),
         Route("/openrouter/api/v1/key", openrouter_key, methods=["GET"]),
         Route("/gemini/v1beta/models/{target:path}", gemini, methods=["POST"]),
+        *(Route(path, openai_route(name), methods=["POST"]) for path, name in compat.route_paths()),
+        Route(compat.GENERIC_ROUTE, compat_route, methods=["POST"]),
         Route("/_admin/reset", admin_reset, methods=["POST"]),
         Route("/_admin/configure", admin_configure, methods=["POST"]),
         Route("/_admin/config", admin_config, methods=["GET"]),
