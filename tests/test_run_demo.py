@@ -55,6 +55,15 @@ def test_run_without_env_starts_an_announced_demo_that_serves(tmp_path: Path) ->
         assert call["function"]["name"] == "get_weather"
         assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
         assert agent.splitlines()[-1] == "answer: get_weather says: 21 C and sunny in Paris"
+        # The pool is visible from the demo too: the page, its JSON, the metrics, the summary.
+        admin = {"Authorization": "Bearer sk-keypool-demo"}
+        page = httpx.get(f"http://127.0.0.1:{port}/keypool", timeout=10)
+        assert page.status_code == 200 and "keypool" in page.text and "sk-keypool-demo" not in page.text
+        status = httpx.get(f"http://127.0.0.1:{port}/keypool/status", headers=admin, timeout=30).json()
+        assert {"groq", "gemini", "cerebras", "openrouter"} <= set(status["providers"])
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=admin, timeout=30).text
+        assert "keypool_requests_total" in metrics
+        assert "keypool: the pool at start-up" in (tmp_path / "run.log").read_text()
     finally:
         proc.send_signal(signal.SIGTERM)  # as a service manager would: only the script is told
         try:
