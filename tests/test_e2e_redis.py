@@ -118,8 +118,11 @@ def shared(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> 
     env = pool_env(upstream.url, {"gemini": 2, "groq": 1}, prefix="shared")
     cdir = catalogs(tmp / "config")
     relay = TcpRelay(REDIS_PORT)
-    a = Proxy(tmp / "a", env, cdir, {"KEYPOOL_REDIS_URL": f"redis://127.0.0.1:{relay.port}/0"})
-    b = Proxy(tmp / "b", env, cdir, {"KEYPOOL_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0"})
+    # The alert and metrics round (tests/test_e2e_metrics.py) reads every bucket in the background;
+    # here it would blur what the request path sends to Redis: first round after 300 s.
+    quiet = {"KEYPOOL_ALERT_CHECK_SECONDS": "300"}
+    a = Proxy(tmp / "a", env, cdir, {"KEYPOOL_REDIS_URL": f"redis://127.0.0.1:{relay.port}/0", **quiet})
+    b = Proxy(tmp / "b", env, cdir, {"KEYPOOL_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0", **quiet})
     for p in (a, b):
         p.env["KEYPOOL_REDIS_PREFIX"] = prefix
     try:
