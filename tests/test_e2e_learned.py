@@ -1,7 +1,8 @@
 """Learned limits through the real proxy: the fake upstream states a lower daily limit in its
 headers than the catalog's; admission then stops at the provider's figure (no upstream 429,
 even for requests sent at once, before any response could park the key), after a restart too,
-on another instance sharing Redis, and `/keypool/status` shows both figures."""
+on another instance sharing Redis, and `/keypool/status` shows both figures. A Gemini model
+at `limit: 0` is "not entitled" in the status, until the next day's reset, across a restart."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.e2e
 
 MODEL = "gpt-oss-120b"
 GROUP = f"cerebras/{MODEL}"
+GEMINI = "gemini/gemini-2.5-flash"
 STATED = 5  # what the provider says (and enforces) per day
 CATALOG = 1000
 
@@ -55,6 +57,11 @@ def at_once(proxy: Proxy, n: int) -> list[object]:
         return list(pool.map(one, range(n)))
 
 
+def gemini_key(proxy: Proxy) -> dict[str, Any]:
+    (key,) = status(proxy)["providers"]["gemini"]["groups"][GEMINI]["keys"]
+    return key
+
+
 def upstream_429s(upstream: FakeUpstream, key: str) -> int:
     return upstream.stats()["keys"].get(key, {}).get("429", 0)
 
@@ -81,8 +88,16 @@ def test_a_stated_lower_limit_holds_in_admission_the_status_and_after_a_restart(
     upstream.configure(limits={"cerebras": {MODEL: {"rpd": STATED}}})
     prefix = "lrn" + uuid.uuid4().hex[:6]
     key = key_value("cerebras", 1, prefix)
-    proxy = Proxy(tmp_path / "p", pool_env(upstream.url, {"cerebras": 1}, prefix=prefix), catalogs(tmp_path / "c"))
+    upstream.configure(keys={key_value("gemini", 1, prefix): {"mode": "limit_zero"}})
+    env = pool_env(upstream.url, {"cerebras": 1, "gemini": 1}, prefix=prefix)
+    proxy = Proxy(tmp_path / "p", env, catalogs(tmp_path / "c"))
     with proxy:
+        with pytest.raises(openai.APIStatusError):
+            proxy.client().chat.completions.create(model=GEMINI, messages=[{"role": "user", "content": "hi"}])
+        refused = gemini_key(proxy)
+        assert refused["state"] == "not_entitled" and refused["park"]["class"] == "model_unavailable"
+        # Re-checked at the next day's reset (Los Angeles midnight for Gemini), not never.
+        assert time.time() < refused["park"]["until"] <= time.time() + 86400 + 5
         assert served(at_once(proxy, 1)) == 1
         entry, window = rpd_of(proxy)
         assert (entry["catalog"], entry["learned"], entry["source"]) == (CATALOG, STATED, "header")
@@ -93,6 +108,10 @@ def test_a_stated_lower_limit_holds_in_admission_the_status_and_after_a_restart(
     with proxy:  # a restart: the learned figure is there before the provider says anything
         entry, _ = rpd_of(proxy)
         assert entry["learned"] == STATED
+        again = gemini_key(proxy)  # the verdict holds until its re-check, from the ledger and parks
+        assert again["state"] == "not_entitled" and again["park"]["until"] == pytest.approx(
+            refused["park"]["until"], abs=2
+        )
         results = at_once(proxy, 6)
     # 1 served before; the learned 5 admits 4 more. With the catalog's 1000 all 6 would have
     # reached the provider at once and 2 come back as its 429s.

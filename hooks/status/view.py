@@ -19,12 +19,13 @@ from typing import Any
 from hooks import capacity, scopes
 from hooks.deployment import Deployment
 from hooks.failures import KEY_VERDICTS
+from hooks.failures import NOT_ENTITLED as NOT_ENTITLED_CLASSES
 from hooks.learned import Learned
 from hooks.quota import Store
 from hooks.status.forecast import forecast
 from hooks.status.recorder import Failure, Recorder
 
-READY, PARKED, DEAD = "ready", "parked", "dead"
+READY, PARKED, DEAD, NOT_ENTITLED = "ready", "parked", "dead", "not_entitled"
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,10 @@ def key_state(info: Deployment, park: Mapping[str, Any] | None) -> str:
     if park is None:
         return READY
     dead = park["until"] is None and park["class"] in KEY_VERDICTS and park["scope"] == scopes.key(info.fingerprint)
-    return DEAD if dead else PARKED
+    if dead:
+        return DEAD
+    # A model at `limit: 0`, a 402: not dead, re-checked at the park's end (the next day's reset).
+    return NOT_ENTITLED if park["class"] in NOT_ENTITLED_CLASSES else PARKED
 
 
 def _failure(f: Failure | None, instance: str | None = None) -> dict[str, Any] | None:
@@ -169,6 +173,7 @@ async def full_state(
                 READY: 0,
                 PARKED: 0,
                 DEAD: 0,
+                NOT_ENTITLED: 0,
                 "day": day,
                 "in_flight": {"requests": 0, "tokens": 0, "instance": iid},
                 "buckets": {},
