@@ -2,15 +2,17 @@
 response's headers change, and in Redis mode take what other instances learned (a poll of the
 store's notes every second, so a limit learned on A holds on B within a second or two).
 
-Needs from the hook: settings, store, shared, _store (declared under TYPE_CHECKING only)."""
+Needs from the hook: settings, store, shared, _headers, _store (declared under TYPE_CHECKING only)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 from hooks import learned as learned_mod
+from hooks.deployment import Deployment
 from hooks.learned import Learned, LearnedLimits
 from hooks.logs import log
 from hooks.quota import StoreUnavailable
@@ -24,6 +26,7 @@ class LearnedMixin:
         settings: Any
         store: Any
         shared: bool
+        _headers: Any  # settlement.HeaderLearning
         _store: Any  # None until the hook builds its own store from the settings
 
     @property
@@ -63,6 +66,12 @@ class LearnedMixin:
             await asyncio.sleep(SYNC_EVERY)
             with contextlib.suppress(StoreUnavailable):
                 await self._learned_sync()
+
+    async def limit_stated(self, info: Deployment, window: str | None, limit: int | None, source: str) -> None:
+        """A limit an error body states (Groq's "Limit 1000, Used 1000, ..."): as a header's."""
+        if limit is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await self._headers.stated(info, window, limit, time.time(), source)
 
     async def learned_changed(self, bucket: str, window: str, now_in_force: Learned | None) -> None:
         """HeaderLearning's notice: a stated limit changed what is in force for (bucket, window)."""

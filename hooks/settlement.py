@@ -27,7 +27,8 @@ async def settle(store: Store, res: Reservation, actual: int | None) -> bool:
 
 
 class HeaderLearning:
-    """Groq and Cerebras state their counters on every success: trust them when tighter."""
+    """Groq and Cerebras state their counters on every success: trust them when tighter. A
+    stated limit (here, or in an error body: `stated`) replaces the catalog's (hooks/learned.py)."""
 
     def __init__(
         self,
@@ -44,23 +45,7 @@ class HeaderLearning:
 
     async def learn(self, store: Store, info: Deployment, headers: Mapping[str, str], now: float) -> None:
         for fix in corrections(info.provider, headers):
-            await self._stated(info, fix.window, fix.limit, now)
-            catalog = info.limits.get(fix.window)
-            if fix.limit is not None and catalog is not None and fix.limit != catalog:
-                mark = (info.provider, info.model, fix.window, fix.limit)
-                if mark not in self._limits_logged:
-                    self._limits_logged.add(mark)
-                    logs.event(
-                        "limit_differs",
-                        logging.WARNING,
-                        provider=info.provider,
-                        model=info.model,
-                        window=fix.window,
-                        catalog=catalog,
-                        provider_says=fix.limit,
-                    )
-                    if self._on_differs is not None:
-                        self._on_differs(info.provider, info.model, fix.window, catalog, fix.limit)
+            await self.stated(info, fix.window, fix.limit, now, "header")
             in_force = self.learned.limits_of(info).get(fix.window)  # as the header may have just set
             if fix.remaining is None or in_force is None:
                 continue
@@ -73,10 +58,28 @@ class HeaderLearning:
                 (check,) = plan({fix.window: in_force}, info.reset, 0, now)
                 await store.raise_usage(info.bucket, check, in_force - fix.remaining, now)
 
-    async def _stated(self, info: Deployment, window: str, stated: int | None, now: float) -> None:
-        if stated is None:
+    async def stated(self, info: Deployment, window: str | None, stated: int | None, now: float, source: str) -> None:
+        """The provider stated `window`'s limit (a header on a success, an error body): alert
+        once per difference from the catalog, and let it replace what is in force."""
+        if stated is None or window is None:
             return
-        d = self.learned.stated(info, window, stated, now, "header")
+        catalog = info.limits.get(window)
+        if catalog is not None and stated != catalog:
+            mark = (info.provider, info.model, window, stated)
+            if mark not in self._limits_logged:
+                self._limits_logged.add(mark)
+                logs.event(
+                    "limit_differs",
+                    logging.WARNING,
+                    provider=info.provider,
+                    model=info.model,
+                    window=window,
+                    catalog=catalog,
+                    provider_says=stated,
+                )
+                if self._on_differs is not None:
+                    self._on_differs(info.provider, info.model, window, catalog, stated)
+        d = self.learned.stated(info, window, stated, now, source)
         if not d.changed:
             return
         logs.event(

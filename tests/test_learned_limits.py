@@ -3,6 +3,7 @@ from, what a response's headers change, persistence and the status entry. No ser
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from hooks.deployment import Deployment
 from hooks.learned import Decision, Learned, LearnedLimits, decide
 from hooks.ledger import UsageStore
 from hooks.litellm_adapter import KeypoolHook
+from hooks.providers import FailureClass, classify
 from hooks.quota import MemoryBuckets, plan
 from hooks.status import view
 from tests.test_admission import deployment, index_of
+from tests.test_classify import GROQ_RPD, GROQ_TPM
 
 T0 = 1_700_000_000.0
 
@@ -145,3 +148,19 @@ async def test_headers_stating_a_lower_limit_apply_persist_in_the_store_and_aler
 
 def lm_checks(info: Deployment, rpd: int) -> list:
     return plan({"rpd": rpd}, info.reset, 0, time.time())
+
+
+def test_groqs_error_body_states_the_windows_limit() -> None:
+    verdict = classify("groq", 429, {}, json.dumps(GROQ_TPM), T0)
+    assert (verdict.kind, verdict.window, verdict.limit) == (FailureClass.RATE_LIMIT, "tpm", 12000)
+    assert classify("groq", 429, {}, json.dumps(GROQ_RPD), T0).limit == 1000
+
+
+async def test_a_limit_stated_in_an_error_body_is_learned_like_a_headers(tmp_path: Path) -> None:
+    store = MemoryBuckets()
+    h, info = hook(tmp_path, store), info_of(limits={"rpm": 100, "tpm": 30000})
+    await h.limit_stated(info, "tpm", 12000, "error")
+    assert h.learned.limits_of(info) == {"rpm": 100, "tpm": 12000}
+    assert h.learned.table[info.bucket]["tpm"].source == "error"
+    await h.limit_stated(info, None, 12000, "error")  # no window named: nothing to learn
+    await h.close_alerts()
