@@ -216,12 +216,15 @@ async def choose(
     now: float,
     exclude: set[str] = frozenset(),  # type: ignore[assignment]
     allowed: set[str] | None = None,
+    limits_of: Callable[[Deployment], Mapping[str, int]] | None = None,
 ) -> Choice:
     """Reserve the first deployment with room in every window; raise NoCapacity if none.
 
     A refused deployment sleeps until the moment its store said it frees: its state cannot
     change sooner except by a release, which wakes it (`GroupIndex.wake_bucket`/`wake_scope`).
     `NoCapacity.wake_at` is therefore the earliest moment a key really frees.
+    `limits_of`: the limits in force for a key (the catalog's, or what the provider stated:
+    hooks/learned.py), a dict lookup, so admission stays one store call per candidate.
     """
     index.wake(now)
     skip: set[str] = set(exclude)
@@ -235,7 +238,7 @@ async def choose(
             break
         info = index.infos[dep]
         tokens = estimate_tokens(prompt_tokens, max_tokens, info)
-        checks = plan(info.limits, info.reset, tokens, now)
+        checks = plan(info.limits if limits_of is None else limits_of(info), info.reset, tokens, now)
         verdict = await store.acquire(info.bucket, checks, scopes.of(info), now)
         if verdict.ok:
             return Choice(info, verdict, tokens)

@@ -45,6 +45,10 @@ PERSISTENT_KINDS = frozenset({FailureClass.DEAD_KEY, FailureClass.PAYMENT, Failu
 KEY_VERDICTS = frozenset({FailureClass.DEAD_KEY.value, FailureClass.PAYMENT.value})
 REVALIDATED = "revalidated"
 _KEY_KINDS = frozenset({FailureClass.DEAD_KEY, FailureClass.PAYMENT})
+# Not dead, not entitled: a model the account gets `limit: 0` for, an account that must pay (402).
+# Either may change (a tier granted, credits topped up): parked until the next day's reset, so
+# one request a day checks it, instead of for ever.
+NOT_ENTITLED = frozenset({FailureClass.MODEL_UNAVAILABLE.value, FailureClass.PAYMENT.value})
 _BREAKER_KINDS = frozenset({FailureClass.TRANSIENT, FailureClass.BLOCKED})
 
 
@@ -61,6 +65,13 @@ def _jitter(delay: float, rng: random.Random) -> float:
 
 def _breaker(opens: int, cap: float) -> float:
     return min(cap, BREAKER_BASE * 2**opens)
+
+
+def recheck_at(info: Deployment, at: float) -> float:
+    """When a not-entitled verdict given at `at` is checked again: the next day's reset."""
+    if info.reset.mode == "midnight":
+        return windows.next_reset(info.reset, at)
+    return at + windows.length("rpd")
 
 
 def parks_for(
@@ -95,7 +106,9 @@ def parks_for(
             step = max(step, verdict.retry_after)
         return [Park(scopes.quota(info, verdict.account_wide), now + _jitter(step, rng), why)]
     if kind == FailureClass.MODEL_UNAVAILABLE:
-        return [Park(scopes.bucket(info.bucket), math.inf, why)]
+        return [Park(scopes.bucket(info.bucket), recheck_at(info, now), why)]
+    if kind == FailureClass.PAYMENT:
+        return [Park(scopes.key(info.fingerprint), recheck_at(info, now), why)]
     if kind in _KEY_KINDS:
         return [Park(scopes.key(info.fingerprint), math.inf, why)]
     if kind == FailureClass.UPSTREAM_BUSY and verdict.model_wide:

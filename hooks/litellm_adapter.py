@@ -32,6 +32,7 @@ from hooks.deployment import Deployment
 from hooks.failures import Strikes, SystemicGuard
 from hooks.ledger import ABANDONED, SUCCESS, UNSETTLED, UsageStore
 from hooks.litellm_failures import FailuresMixin
+from hooks.litellm_learned import LearnedMixin
 from hooks.litellm_metrics import MetricsMixin
 from hooks.litellm_status import StatusMixin
 from hooks.litellm_waits import WaitingMixin
@@ -48,7 +49,7 @@ def _router() -> Any:
     return getattr(server, "llm_router", None)
 
 
-class KeypoolHook(FailuresMixin, ReloadMixin, StatusMixin, WaitingMixin, MetricsMixin, CustomLogger):
+class KeypoolHook(FailuresMixin, ReloadMixin, StatusMixin, WaitingMixin, MetricsMixin, LearnedMixin, CustomLogger):
     def __init__(
         self, store: Store | None = None, ledger: UsageStore | None = None, settings: Settings | None = None
     ) -> None:
@@ -68,7 +69,7 @@ class KeypoolHook(FailuresMixin, ReloadMixin, StatusMixin, WaitingMixin, Metrics
         self._restorer: restore.Restorer | None = None
         self._strikes = Strikes(probe_cap=self.settings.probe_park_max)
         self._guard = SystemicGuard()
-        self._headers = settlement.HeaderLearning(self.limit_differs)
+        self._headers = settlement.HeaderLearning(self.limit_differs, self.learned, self.learned_changed)
         self.counts: Counter[tuple[str, str]] = Counter()
         self._gate = RequestGate()
 
@@ -112,6 +113,7 @@ class KeypoolHook(FailuresMixin, ReloadMixin, StatusMixin, WaitingMixin, Metrics
             if self._started:
                 return
             self._watcher = asyncio.get_running_loop().create_task(follow_releases(self.store, self.indexes))
+            await self.learned_start()
             try:
                 infos = {i.deployment_id: i for i in infos_of(litellm_data.all_deployments(_router(), deployments))}
                 if infos:
@@ -194,7 +196,7 @@ class KeypoolHook(FailuresMixin, ReloadMixin, StatusMixin, WaitingMixin, Metrics
         if too_large is not None:
             self.counts[(model, "too_large_413")] += 1
             raise litellm_errors.too_large(too_large) from None
-        allowed = None
+        allowed, limits = None, self.learned.limits_of
         if len(healthy_deployments) != len(index.infos):
             allowed = {d["model_info"]["id"] for d in healthy_deployments}
         if refusal is not None:  # its one more key: another owner's
@@ -205,7 +207,9 @@ class KeypoolHook(FailuresMixin, ReloadMixin, StatusMixin, WaitingMixin, Metrics
                 index,
                 state,
                 kwargs,
-                lambda at: choose(index, self.store, model, state.prompt_tokens, max_tokens, at, state.tried, allowed),
+                lambda at: choose(
+                    index, self.store, model, state.prompt_tokens, max_tokens, at, state.tried, allowed, limits
+                ),
             )
         except StoreUnavailable as exc:
             self.counts[(model, "store_unreachable")] += 1

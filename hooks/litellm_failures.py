@@ -41,6 +41,8 @@ class FailuresMixin:
 
         async def _settle(self, res: Reservation, actual: int | None) -> None: ...
 
+        async def limit_stated(self, info: Deployment, window: str | None, limit: int | None, source: str) -> None: ...
+
         def _record(self, res: Reservation, state: Any, outcome: str, status: int | None, **kw: Any) -> None: ...
 
         def _observe_failure(
@@ -92,6 +94,7 @@ class FailuresMixin:
         status = litellm_data.error_status(exc)
         headers = litellm_data.error_headers(exc)
         verdict = classify(info.provider, status, headers, litellm_data.error_text(exc), now)
+        await self.limit_stated(info, verdict.window, verdict.limit, "error")  # hooks/litellm_learned.py
         keys = refusals.provider_keys(self._pool(), info.provider) if verdict.kind.value in KEY_VERDICTS else {}
         review = self._guard.review(verdict, info.provider, info.fingerprint, len(keys), now)
         verdict = review.verdict

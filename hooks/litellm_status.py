@@ -11,6 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -131,8 +132,11 @@ class StatusMixin:
         `failures` keep the earlier, per-process summary."""
         now = time.time()
         instance = view.Instance(str(self.ledger.instance_id), self.shared)
+        learned = self.learned  # type: ignore[attr-defined]  # hooks/litellm_learned.py
+        table = learned.table
+        infos = [replace(i, limits=learned.limits_of(i)) if i.bucket in table else i for i in self._pool_infos()]
         full = await view.full_state(
-            self.store, self._pool_infos(), self._in_flight(), self.recorder, self._verdicts, now, instance
+            self.store, infos, self._in_flight(), self.recorder, self._verdicts, now, instance, table
         )
         legacy = await status.pool_state(self.store, self.indexes, self.counts, now)
         return {**full, "groups": legacy["groups"], "failures": legacy["failures"]}

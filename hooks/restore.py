@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from hooks import logs, scopes, windows
 from hooks.deployment import Deployment, key_identity
-from hooks.failures import KEY_VERDICTS, REVALIDATED
+from hooks.failures import KEY_VERDICTS, NOT_ENTITLED, REVALIDATED, recheck_at
 from hooks.ledger import PARKING_OUTCOMES, UsageStore
 from hooks.logs import log
 from hooks.quota import Change, Store
@@ -179,12 +179,17 @@ def parks_from_events(
     for ev in _latest(key_events, per_model=False):
         if ev.outcome in KEY_VERDICTS:
             for info in by_key.get(ev.key, ()):
-                out.add((scopes.key(info.fingerprint), math.inf, f"{ev.outcome}:restored"))
+                # Not entitled (402): kept until its daily re-check, as the live park was.
+                until = recheck_at(info, ev.at) if ev.outcome in NOT_ENTITLED else math.inf
+                if until > now:
+                    out.add((scopes.key(info.fingerprint), until, f"{ev.outcome}:restored"))
     for ev in _latest(model_events, per_model=True):
         reason = f"{ev.outcome}:restored"
         for info in index.get((ev.key, ev.model), ()):
             if ev.outcome == "model_unavailable":
-                out.add((scopes.bucket(info.bucket), math.inf, reason))
+                until = recheck_at(info, ev.at)  # not entitled: re-checked at the next day's reset
+                if until > now:
+                    out.add((scopes.bucket(info.bucket), until, reason))
             elif ev.outcome == "daily_quota" and info.reset.mode == "midnight":
                 # Rolling providers' daily state comes back with the restored usage counts.
                 until = windows.next_reset(info.reset, ev.at)

@@ -77,15 +77,21 @@ def test_ambiguous_429_escalates(strikes: int, step: float) -> None:
     assert NOW + step <= until <= NOW + step + 2
 
 
-@pytest.mark.parametrize("kind", [FailureClass.DEAD_KEY, FailureClass.PAYMENT])
-def test_dead_and_unpaid_keys_leave_until_revalidated(kind: FailureClass) -> None:
-    ((scope, until, _),) = park(Verdict(kind), info())
+def test_a_dead_key_leaves_until_revalidated() -> None:
+    ((scope, until, _),) = park(Verdict(FailureClass.DEAD_KEY), info())
     assert scope == "key:groq#3:abcd0003" and until == math.inf
 
 
-def test_model_unavailable_parks_only_that_model_for_that_owner() -> None:
-    ((scope, until, _),) = park(Verdict(FailureClass.MODEL_UNAVAILABLE), info("gemini"))
-    assert scope == "bucket:gemini:org|m" and until == math.inf
+def test_an_unpaid_key_is_not_entitled_and_checked_again_a_day_later() -> None:
+    ((scope, until, _),) = park(Verdict(FailureClass.PAYMENT), info())
+    assert scope == "key:groq#3:abcd0003" and until == NOW + 86400  # rolling day: one day on
+
+
+def test_a_model_at_limit_0_is_not_entitled_until_the_next_days_reset() -> None:
+    la = {"mode": "midnight", "timezone": "America/Los_Angeles"}
+    ((scope, until, reason),) = park(Verdict(FailureClass.MODEL_UNAVAILABLE), info("gemini", la))
+    assert scope == "bucket:gemini:org|m" and reason.startswith("model_unavailable")
+    assert until == next_reset(ResetRule("midnight", "America/Los_Angeles"), NOW)
 
 
 @pytest.mark.parametrize(

@@ -216,3 +216,24 @@ async def test_a_store_restored_by_another_process_is_left_alone(ledger: UsageSt
     dep = info(1, {"rpd": 100})
     await restorer.first(infos(dep))
     assert restorer.done and await rpd_used(store, dep, 2.0) == 0
+
+
+def test_not_entitled_verdicts_come_back_until_their_daily_recheck_and_no_longer() -> None:
+    """A model at `limit: 0` and a 402 are kept across a restart until the next day's reset (the
+    daily re-check), not for ever; from before that reset they are not restored at all."""
+    inf = infos(info(1, {"rpd": 20}, PACIFIC))
+    midnight = next_reset(ResetRule("midnight", "America/Los_Angeles"), NOW - 100)
+    got = parks_from_events(
+        [ParkEvent(K1, "m", "payment", NOW - 100)], [ParkEvent(K1, "m", "model_unavailable", NOW - 100)], inf, NOW
+    )
+    assert got == [
+        ("bucket:groq:key1|m", midnight, "model_unavailable:restored"),
+        ("key:groq#1:abcd0001", midnight, "payment:restored"),
+    ]
+    old = NOW - 2 * 86400
+    assert (
+        parks_from_events(
+            [ParkEvent(K1, "m", "payment", old)], [ParkEvent(K1, "m", "model_unavailable", old)], inf, NOW
+        )
+        == []
+    )

@@ -158,3 +158,15 @@ def test_summary_table_counts_keys_owners_and_restored_parks() -> None:
 def test_the_page_holds_no_pool_data_and_keeps_the_key_out_of_the_url() -> None:
     assert "sessionStorage" in page.PAGE and "Authorization" in page.PAGE
     assert "groq#" not in page.PAGE and "?key=" not in page.PAGE and "localStorage" not in page.PAGE
+
+
+def test_a_model_at_limit_0_or_a_402_is_not_entitled_not_dead() -> None:
+    key = dep("groq/m", 1, "groq:a")
+    bucket, own = scopes.bucket(key.bucket), scopes.key(key.fingerprint)
+    for parks, state in (
+        ({bucket: (NOW + 3600, "model_unavailable:rpd")}, view.NOT_ENTITLED),
+        ({own: (NOW + 3600, "payment:-")}, view.NOT_ENTITLED),
+        ({own: (math.inf, "dead_key:-")}, view.DEAD),
+        ({bucket: (NOW + 60, "rate_limit:rpm")}, view.PARKED),
+    ):
+        assert view.key_state(key, view.park_of(key, parks)) == state

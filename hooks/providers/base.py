@@ -47,6 +47,7 @@ class Verdict:
     reason: str = ""  # short stable text for logs; never the key or the full body
     model_wide: bool = False  # the refusal holds for this model with every key (an upstream's limit)
     status: int | None = None  # the provider's own status (its JSON `code` beats the transport's)
+    limit: int | None = None  # the window's limit as the error body states it (Groq "Limit 1000, ...")
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ def _window(ctx: Ctx) -> str | None:
 
 def _classify_429(ctx: Ctx, window: str | None) -> Verdict:
     counts = _COUNTS.search(ctx.text)
+    stated_limit = int(counts.group(1)) if counts is not None and window is not None else None
     if counts is not None and window is not None:
         limit, requested = int(counts.group(1)), int(counts.group(3))
         if limit == 0:
@@ -56,7 +57,7 @@ def _classify_429(ctx: Ctx, window: str | None) -> Verdict:
         if stated is None and unit is not None:
             stated = header_duration(ctx, f"x-ratelimit-reset-{unit}")
         kind = FailureClass.DAILY_QUOTA if window.endswith("d") else FailureClass.RATE_LIMIT
-        return Verdict(kind, window=window, retry_after=stated, reason=f"groq {window}")
+        return Verdict(kind, window=window, retry_after=stated, reason=f"groq {window}", limit=stated_limit)
     # No window in the text: the headers tell which budget ran out.
     remaining_requests = header_number(ctx, "x-ratelimit-remaining-requests")
     remaining_tokens = header_number(ctx, "x-ratelimit-remaining-tokens")

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from hooks import capacity
 from hooks.deployment import Deployment
-from hooks.status.view import DEAD, PARKED, dead_keys, key_state, park_of, spent_buckets
+from hooks.status.view import DEAD, NOT_ENTITLED, PARKED, dead_keys, key_state, park_of, spent_buckets
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ def summarise(
         states: dict[str, str] = {}
         for info in mine:
             state = key_state(info, park_of(info, parks))
+            state = PARKED if state == NOT_ENTITLED else state  # out until its daily re-check
             # A key is as out as its worst deployment: dead beats parked beats ready.
             if state == DEAD or (state == PARKED and states.get(info.fingerprint) != DEAD):
                 states[info.fingerprint] = state

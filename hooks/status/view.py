@@ -19,11 +19,13 @@ from typing import Any
 from hooks import capacity, scopes
 from hooks.deployment import Deployment
 from hooks.failures import KEY_VERDICTS
+from hooks.failures import NOT_ENTITLED as NOT_ENTITLED_CLASSES
+from hooks.learned import Learned
 from hooks.quota import Store
 from hooks.status.forecast import forecast
 from hooks.status.recorder import Failure, Recorder
 
-READY, PARKED, DEAD = "ready", "parked", "dead"
+READY, PARKED, DEAD, NOT_ENTITLED = "ready", "parked", "dead", "not_entitled"
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,10 @@ def key_state(info: Deployment, park: Mapping[str, Any] | None) -> str:
     if park is None:
         return READY
     dead = park["until"] is None and park["class"] in KEY_VERDICTS and park["scope"] == scopes.key(info.fingerprint)
-    return DEAD if dead else PARKED
+    if dead:
+        return DEAD
+    # A model at `limit: 0`, a 402: not dead, re-checked at the park's end (the next day's reset).
+    return NOT_ENTITLED if park["class"] in NOT_ENTITLED_CLASSES else PARKED
 
 
 def _failure(f: Failure | None, instance: str | None = None) -> dict[str, Any] | None:
@@ -139,9 +144,12 @@ async def full_state(
     verdicts_for: Callable[[set[str]], Awaitable[Mapping[str, Failure]]],
     now: float,
     instance: Instance,
+    learned: Mapping[str, Mapping[str, Learned]] | None = None,
 ) -> dict[str, Any]:
     """The whole status; `verdicts_for(dead fingerprints)`: when and on what evidence each dead
-    key was declared so."""
+    key was declared so. `infos` carry the limits in force; `learned`: per bucket, the limits the
+    provider stated in place of the catalog's (hooks/learned.py)."""
+    learned = learned or {}
     infos = sorted(infos, key=lambda i: (i.provider, i.group, i.key_index, i.deployment_id))
     parks = await store.parks("")
     usage = await capacity.bucket_usage(store, infos, now)
@@ -165,6 +173,7 @@ async def full_state(
                 READY: 0,
                 PARKED: 0,
                 DEAD: 0,
+                NOT_ENTITLED: 0,
                 "day": day,
                 "in_flight": {"requests": 0, "tokens": 0, "instance": iid},
                 "buckets": {},
@@ -176,6 +185,7 @@ async def full_state(
                 "owner": info.owner,
                 "windows": {n: _window(w) for n, w in (bucket.windows.items() if bucket else ())},
                 "park": _bucket_park(info, parks),
+                "limits": limits_view(info.limits, learned.get(info.bucket, {})),
             }
         park = park_of(info, parks)
         state = key_state(info, park)
@@ -214,6 +224,20 @@ async def full_state(
         "instance": {"id": iid, "store": "redis" if instance.shared else "memory"},
         "providers": providers,
     }
+
+
+def limits_view(in_force: Mapping[str, int], learned: Mapping[str, Learned]) -> dict[str, Any]:
+    """Per window: the catalog's figure, and the provider's where it replaced it."""
+    out: dict[str, Any] = {}
+    for window, limit in in_force.items():
+        got = learned.get(window)
+        out[window] = {
+            "catalog": got.catalog if got is not None else limit,
+            "learned": got.limit if got is not None else None,
+            "since": got.since if got is not None else None,
+            "source": got.source if got is not None else None,
+        }
+    return out
 
 
 def _dead(verdict: Failure | None, park: Mapping[str, Any] | None) -> dict[str, Any]:
