@@ -50,7 +50,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fake_upstream import agents, compat
+from tests.fake_upstream import agents, compat, embeddings
 
 PROVIDERS: tuple[str, ...] = ("groq", "cerebras", "openrouter", "gemini")
 WINDOWS: tuple[str, ...] = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
@@ -1098,6 +1098,8 @@ def create_app(upstream: Upstream | None = None) -> Starlette:
     async def gemini(request: Request) -> Response:
         target: str = request.path_params["target"]
         model, _, action = target.rpartition(":")
+        if model and action in embeddings.GEMINI_ACTIONS:
+            return await embeddings.gemini(up, model, action, request)
         if action not in ("generateContent", "streamGenerateContent") or not model:
             msg = f"Invalid method or model: {target}"
             return JSONResponse(_gemini_error(404, "NOT_FOUND", msg), 404)
@@ -1149,6 +1151,7 @@ def create_app(upstream: Upstream | None = None) -> Starlette:
         return JSONResponse({"ok": True})
 
     routes = [
+        *embeddings.routes(up),
         Route("/groq/openai/v1/chat/completions", openai_route("groq"), methods=["POST"]),
         Route("/cerebras/v1/chat/completions", openai_route("cerebras"), methods=["POST"]),
         Route("/openrouter/api/v1/chat/completions", openai_route("openrouter"), methods=["POST"]),
