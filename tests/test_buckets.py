@@ -151,9 +151,9 @@ def test_wake_time_finds_the_first_slot_whose_expiry_makes_room() -> None:
     assert wake_time(one, live) == T0 - 30 + 1 + 60
 
 
-async def test_usage_of_many_buckets_in_one_call_matches_each_bucket_alone(store: Buckets) -> None:
+@pytest.mark.parametrize("rule", [ROLLING, LA], ids=["rolling", "midnight"])
+async def test_usage_of_many_buckets_in_one_call_matches_each_bucket_alone(store: Buckets, rule: ResetRule) -> None:
     limits = {"rpm": 10, "rpd": 100, "tpm": 10_000}
-    rule = ROLLING
     for n, bucket in enumerate(("a|m", "b|m", "c|m")):
         for _ in range(n + 1):
             assert (await store.acquire(bucket, plan(limits, rule, 50 * (n + 1), T0), [], T0)).ok

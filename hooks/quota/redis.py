@@ -31,6 +31,7 @@ BREAK_SECONDS = 1.0  # after a failure, calls fail at once for this long
 NOTICE_PING = 5.0  # the notice subscription pings Redis this often when quiet...
 NOTICE_DEAD = 15.0  # ...and reconnects when nothing came back for this long
 RECONNECT_MAX = 5.0  # longest pause between attempts to resubscribe
+_SUM_BATCH = 1000  # windows per sum.lua call: Redis runs nothing else while one runs
 
 
 def _script(name: str) -> str:
@@ -84,6 +85,7 @@ class RedisBuckets:
         self._unpark = self._redis.register_script(_script("unpark.lua"))
         self._adjust = self._redis.register_script(_script("adjust.lua"))
         self._raise = self._redis.register_script(_script("raise.lua"))
+        self._sum = self._redis.register_script((resources.files("hooks.quota") / "sum.lua").read_text("utf-8"))
 
     def _win_key(self, bucket: str, window: str) -> str:
         return f"{self._prefix}w:{bucket}:{window}"
@@ -141,24 +143,21 @@ class RedisBuckets:
         return out
 
     async def usage_many(self, requests: Sequence[tuple[str, Sequence[WindowCheck]]]) -> list[dict[str, int]]:
-        """`usage` of many buckets in one round trip (the status reads every bucket of the pool)."""
+        """`usage` of many buckets in one round trip (the status and the metrics read every bucket
+        of the pool): sum.lua adds the slots up in Redis, in batches that keep each call short."""
+        windows = [(bucket, c) for bucket, checks in requests for c in checks]
+        batches = [windows[i : i + _SUM_BATCH] for i in range(0, len(windows), _SUM_BATCH)]
 
         async def run() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
-            for bucket, checks in requests:
-                for c in checks:
-                    pipe.hgetall(self._win_key(bucket, c.name))
+            for batch in batches:
+                keys = [self._win_key(bucket, c.name) for bucket, c in batch]
+                args = [v for _, c in batch for v in ("1" if c.fixed else "0", str(c.live_from))]
+                await self._sum(keys=keys, args=args, client=pipe)  # queued: the pipeline sends it
             return list(await pipe.execute())
 
-        raws = iter(await self._call("usage", run) if any(checks for _, checks in requests) else [])
-        out = []
-        for _, checks in requests:
-            used = {}
-            for c in checks:
-                raw = next(raws)
-                used[c.name] = sum(a for _, a in live_slots(c, {int(s): int(a) for s, a in raw.items()}))
-            out.append(used)
-        return out
+        sums = iter(int(n) for batch in (await self._call("usage", run) if batches else []) for n in batch)
+        return [{c.name: next(sums) for c in checks} for _, checks in requests]
 
     async def raise_usage(self, bucket: str, check: WindowCheck, at_least: int, now: float) -> int:
         args = [repr(now), self._use_server, *_window_args(check), at_least]
