@@ -236,6 +236,8 @@ def _count_text(model: str, text: str) -> int:
 def stash_prompt(router: Any, data: Mapping[str, Any], call_type: str) -> int | None:
     """Count an embedding's or a Responses request's input with the counter of the model its
     name routes to first, and keep the count in the request's metadata for admission."""
+    if call_type not in prompt_input.EMBEDDING_CALLS | prompt_input.RESPONSES_CALLS:
+        return None  # chat is counted from its messages: no scan of the router's model list
     first = first_deployment_per_group(router).get(router_chain(router, str(data.get("model") or ""))[0])
     model = str((first or {}).get("litellm_params", {}).get("model") or "")
     tokens = prompt_input.estimate(data, call_type, lambda text: _count_text(model, text))

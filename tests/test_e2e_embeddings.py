@@ -169,6 +169,10 @@ def test_a_responses_request_is_estimated_from_its_input_and_instructions(
     client = proxy.client()
     answer = client.responses.create(model=GEMINI_CHAT, input="say hi", instructions="be brief", max_output_tokens=16)
     assert answer.output_text
+    (row,) = wait_rows(ledger, GEMINI_CHAT, 1)
+    assert row["outcome"] == "success"
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (answer.usage.input_tokens, answer.usage.output_tokens)
+    assert row["total_tokens"] == answer.usage.total_tokens > 0
     before = len(attempts(upstream, "gemini-2.5-flash"))
     # The chat model's 300 tokens a minute cannot take this prompt: 413 before any key is asked.
     with pytest.raises(openai.APIStatusError) as caught:
