@@ -63,3 +63,19 @@ def test_embeddings_meet_the_keys_minute_limit_with_the_providers_429(upstream: 
     assert "RESOURCE_EXHAUSTED" in str(caught.value)
     assert [r["status"] for r in wire(upstream, "fe-gemini-3")] == [200, 429]
     upstream.reset()
+
+
+def test_revalidation_probes_an_embedding_model_with_an_embedding(upstream: FakeUpstream) -> None:
+    """`make revalidate` asks an embedding model for an embedding, not a chat it cannot answer."""
+    from scripts.generate_config import build
+    from scripts.revalidate import _call
+    from tests.support import ROOT, pool_env
+
+    upstream.reset()
+    env = pool_env(upstream.url, {"gemini": 1}, prefix="fe-probe")
+    gen = build(env, ROOT / "config")
+    dep = next(d for d in gen.config["model_list"] if d["model_name"] == "gemini/gemini-embedding-001")
+    verdict, status, usage = asyncio.run(_call(dep, env))
+    assert (verdict, status) == (None, 200) and usage.prompt_tokens >= 1
+    (seen,) = [r for r in upstream.stats()["requests"] if r["key"].startswith("fe-probe-")]
+    assert (seen["model"], seen["completion_tokens"]) == ("gemini-embedding-001", 0)
