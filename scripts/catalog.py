@@ -7,6 +7,7 @@ is told exactly where to look.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from scripts.catalog_rules import RulesError, load_rules
+from scripts.catalog_tiers import TierError
+from scripts.catalog_tiers import resolve as resolve_tier
 from scripts.key_checks import KeyShape
 
 LIMIT_NAMES = ("rpm", "rph", "rpd", "tpm", "tph", "tpd", "rpmo", "tpmo")
@@ -56,6 +59,8 @@ class ProviderCatalog:
     rules: dict[str, Any] = field(default_factory=dict, compare=False)
     # How rpmo/tpmo reset: {"mode": "calendar", "timezone": ...} or {"mode": "rolling"} (30 days).
     monthly_reset: dict[str, str] = field(default_factory=dict)
+    # The paid tier whose limits were taken (<PROVIDER>_TIER or the catalog's default); None untiered.
+    tier: str | None = None
 
     def group(self, model: str) -> str:
         return f"{self.provider}/{model}"
@@ -135,10 +140,15 @@ def _monthly_reset(path: Path, raw: Any, daily: dict[str, str]) -> dict[str, str
     return out
 
 
-def load_provider(path: Path) -> ProviderCatalog:
+def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderCatalog:
+    """`env` chooses a tiered catalog's tier (`<PROVIDER>_TIER`); without it, the default tier."""
     data = _read_yaml(path)
     if not isinstance(data, dict):
         raise CatalogError(f"{path}: expected a mapping at the top level")
+    try:
+        data, tier = resolve_tier(path, data, env or {})
+    except TierError as exc:
+        raise CatalogError(str(exc)) from exc
     provider = _require_str(path, data, "provider")
     if provider != path.stem:
         raise CatalogError(f"{path}: 'provider' is '{provider}' but the file is named '{path.name}'")
@@ -230,14 +240,15 @@ def load_provider(path: Path) -> ProviderCatalog:
         path=path,
         rules=rules,
         monthly_reset=monthly_reset,
+        tier=tier,
     )
 
 
-def load_catalogs(config_dir: Path) -> dict[str, ProviderCatalog]:
+def load_catalogs(config_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, ProviderCatalog]:
     paths = sorted(p for p in config_dir.glob("*.yaml") if p.name != ALIASES_FILE)
     if not paths:
         raise CatalogError(f"{config_dir}: no provider catalogs (*.yaml) found")
-    return {cat.provider: cat for cat in map(load_provider, paths)}
+    return {cat.provider: cat for cat in (load_provider(p, env) for p in paths)}
 
 
 def load_aliases(config_dir: Path, catalogs: dict[str, ProviderCatalog]) -> dict[str, list[str]]:

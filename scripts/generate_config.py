@@ -95,6 +95,7 @@ def _deployment(cat: ProviderCatalog, model: Any, key: Any, api_base_var: str | 
         "daily_reset": dict(cat.daily_reset),
         **({"monthly_reset": dict(cat.monthly_reset)} if cat.monthly_reset else {}),
         "default_completion_tokens": model.default_completion_tokens,
+        **({"tier": cat.tier} if cat.tier else {}),
     }
     if cat.rules:
         # The catalog's declared error rules and header family: what hooks/providers/declared.py reads.
@@ -116,7 +117,7 @@ def _deployment(cat: ProviderCatalog, model: Any, key: Any, api_base_var: str | 
 
 def build(env: Mapping[str, str], config_dir: Path) -> Generated:
     try:
-        catalogs = load_catalogs(config_dir)
+        catalogs = load_catalogs(config_dir, env)
         aliases = load_aliases(config_dir, catalogs)
     except CatalogError as exc:
         raise GenerationError([str(exc)]) from exc

@@ -23,6 +23,8 @@ import math
 import uuid
 from typing import Any
 
+from tests.fake_upstream import native
+
 ErrorReply = tuple[int, Any, dict[str, str]]
 # snapshot: window -> (limit, remaining, seconds until reset)
 Snapshot = dict[str, tuple[int, int, float]]
@@ -32,6 +34,8 @@ API_BASE_PATHS: dict[str, str] = {
     "mistral": "/mistral/v1",
     "sambanova": "/sambanova/v1",
     "github": "/github/inference",
+    "openai": "/openai/v1",
+    "xai": "/xai/v1",
 }
 NAMED: tuple[str, ...] = tuple(API_BASE_PATHS)
 GENERIC_ROUTE = "/compat/{name}/v1/chat/completions"
@@ -40,12 +44,15 @@ DEFAULT_LIMITS: dict[str, dict[str, int]] = {
     "mistral": {"rpm": 60, "tpm": 500000},
     "sambanova": {"rpm": 20, "rpd": 20, "tpd": 200000},
     "github": {"rpm": 15, "rpd": 150},
+    "openai": {"rpm": 500, "tpm": 30000},
+    "xai": {"rpm": 60, "tpm": 1000000},
+    **native.DEFAULT_LIMITS,
 }
 _GENERIC_DEFAULTS = {"rpm": 60, "rpd": 1000, "tpm": 100000}
 
 
 def api_base_path(provider: str) -> str:
-    return API_BASE_PATHS.get(provider, f"/compat/{provider}/v1")
+    return API_BASE_PATHS.get(provider) or native.API_BASE_PATHS.get(provider) or f"/compat/{provider}/v1"
 
 
 def route_paths() -> list[tuple[str, str]]:
@@ -77,6 +84,8 @@ def _openai_family(snapshot: Snapshot, suffixed: bool, spans: dict[str, str]) ->
 
 def rate_headers(provider: str, snapshot: Snapshot) -> dict[str, str]:
     """The rate-limit headers each provider sends, on a success and on its 429s."""
+    if provider in native.NAMES:
+        return native.rate_headers(provider, snapshot)
     if provider == "mistral":
         return _openai_family(snapshot, False, {"rpm": "req-minute", "tpm": "tokens-minute"})
     if provider == "sambanova":
@@ -89,6 +98,8 @@ def rate_headers(provider: str, snapshot: Snapshot) -> dict[str, str]:
 
 def quota_429(provider: str, model: str, window: str, limit: int, reset_in: float, snapshot: Snapshot) -> ErrorReply:
     """The 429 for `window` running out (the window that frees last when several did)."""
+    if provider in native.NAMES:
+        return native.quota_429(provider, window, limit, reset_in, snapshot)
     headers = rate_headers(provider, snapshot)
     wait = str(max(1, math.ceil(reset_in)))
     tokens = window[0] == "t"
@@ -108,12 +119,29 @@ def quota_429(provider: str, model: str, window: str, limit: int, reset_in: floa
         err = {"code": "RateLimitReached", "message": message, "details": message}
         return 429, {"error": err}, {**headers, "retry-after": wait, "x-ratelimit-type": kind}
     unit = "tokens" if tokens else "requests"
+    if provider == "openai":
+        # OpenAI's wording names the window (platform.openai.com/docs/guides/error-codes).
+        span = "day (RPD)" if window.endswith("d") else "min (RPM)"
+        if tokens:
+            span = span.replace("RP", "TP")
+        message = (
+            f"Rate limit reached for {model} in organization org-fake on {unit} per {span}: Limit {limit}, "
+            f"Used {limit}, Requested 1. Please try again in {wait}s."
+        )
+        err = {"message": message, "type": unit, "param": None, "code": "rate_limit_exceeded"}
+        return 429, {"error": err}, headers
     err = {"message": f"Rate limit reached for {unit}", "type": unit, "param": None, "code": "rate_limit_exceeded"}
     return 429, {"error": err}, {**headers, "retry-after": wait}
 
 
 def dead(provider: str) -> ErrorReply:
     """A key the provider does not accept."""
+    if provider in native.NAMES:
+        return native.dead(provider)
+    if provider == "xai":
+        # xAI answers a bad key with 400 (continuedev/continue#10778).
+        message = "Incorrect API key provided: xa***ke. You can obtain an API key from https://console.x.ai."
+        return 400, {"code": "Client specified an invalid argument", "error": message}, {}
     if provider == "mistral":
         return 401, {"detail": "Unauthorized"}, {}
     if provider == "sambanova":

@@ -1,6 +1,7 @@
 """A fake Groq / Cerebras / OpenRouter / Gemini upstream speaking each provider's real wire format.
-Providers known only by catalog (Mistral, SambaNova, GitHub Models, any `/compat/<name>/v1`)
-speak OpenAI's format with their own headers and errors: tests/fake_upstream/compat.py.
+Providers known only by catalog (Mistral, SambaNova, GitHub Models, OpenAI, xAI, any
+`/compat/<name>/v1`) speak OpenAI's format with their own headers and errors: compat.py; Anthropic
+and Cohere speak their own APIs: native.py.
 
 LiteLLM's own provider code talks to it unchanged (only `api_base` differs), so everything keypool
 learns from headers and error bodies here is what it would learn from the real providers. The wire
@@ -50,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fake_upstream import agents, compat, embeddings
+from tests.fake_upstream import agents, compat, embeddings, native
 
 PROVIDERS: tuple[str, ...] = ("groq", "cerebras", "openrouter", "gemini")
 WINDOWS: tuple[str, ...] = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
@@ -1159,6 +1160,7 @@ def create_app(upstream: Upstream | None = None) -> Starlette:
         Route("/gemini/v1beta/models/{target:path}", gemini, methods=["POST"]),
         *(Route(path, openai_route(name), methods=["POST"]) for path, name in compat.route_paths()),
         Route(compat.GENERIC_ROUTE, compat_route, methods=["POST"]),
+        *native.routes(up),
         Route("/_admin/reset", admin_reset, methods=["POST"]),
         Route("/_admin/configure", admin_configure, methods=["POST"]),
         Route("/_admin/config", admin_config, methods=["GET"]),
