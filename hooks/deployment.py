@@ -85,7 +85,9 @@ class Deployment:
             limit_scope=scope,
             limits=limits,
             reset=ResetRule.from_dict(kp.get("daily_reset"), kp.get("monthly_reset")),
-            default_completion_tokens=int(kp.get("default_completion_tokens") or 1024),
+            default_completion_tokens=int(kp["default_completion_tokens"])
+            if isinstance(kp.get("default_completion_tokens"), int)
+            else 1024,  # 0 for an embedding model
             context_window=int(kp["context_window"]) if kp.get("context_window") else None,
             capabilities=frozenset(str(c) for c in kp.get("capabilities") or ()),
             max_output_tokens=int(kp["max_output_tokens"]) if kp.get("max_output_tokens") else None,

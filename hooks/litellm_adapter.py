@@ -160,7 +160,9 @@ class KeypoolHook(FailuresMixin, ReloadMixin, StatusMixin, WaitingMixin, Metrics
     # ---- request checks ----------------------------------------------------------------
     async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> None:
         """Answer a request no group can serve with a 400 before any key is chosen."""
-        self._gate.before_routing(_router(), data, str(getattr(call_type, "value", call_type)))
+        kind = str(getattr(call_type, "value", call_type))
+        self._gate.before_routing(_router(), data, kind)
+        litellm_data.stash_prompt(_router(), data, kind)  # embeddings, Responses: count `input`
 
     # ---- admission ---------------------------------------------------------------------
     async def async_filter_deployments(
@@ -190,7 +192,7 @@ class KeypoolHook(FailuresMixin, ReloadMixin, StatusMixin, WaitingMixin, Metrics
         if refusal is not None and refusal.final:
             raise refusal.answer.with_traceback(None) from None
         if state.prompt_tokens is None:
-            state.prompt_tokens = litellm_data.count_prompt(healthy_deployments[0], messages)
+            state.prompt_tokens = litellm_data.count_prompt(healthy_deployments[0], messages, kwargs)
         max_tokens = litellm_data.max_tokens(kwargs)
         too_large = never_fits(index, model, state.prompt_tokens, max_tokens)
         if too_large is not None:

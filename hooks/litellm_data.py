@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hooks import redact
+from hooks import prompt_input, redact
 
 
 def deployment_id(data: Mapping[str, Any]) -> str:
@@ -214,10 +214,53 @@ def listen_host(argv: list[str] | None = None) -> str | None:
     return host if isinstance(host, str) else None
 
 
-def count_prompt(deployment: Mapping[str, Any], messages: list | None) -> int:
-    """The prompt's tokens by LiteLLM's counter for the deployment's model."""
+# Where the proxy's pre-call hook leaves the prompt tokens of a request without `messages`
+# (embeddings, Responses): the router hands admission the request's arguments without `input`.
+PROMPT_KEY = "keypool_prompt_tokens"
+
+
+class PromptTokens(int):
+    """keypool's count, its own type so a number a client puts under PROMPT_KEY in its request's
+    metadata (JSON makes a plain int) is never taken for one."""
+
+
+def _count_text(model: str, text: str) -> int:
+    import litellm
+
+    try:
+        return int(litellm.token_counter(model=model, text=text))
+    except Exception:  # a model LiteLLM's counter does not know: fall back to size
+        return max(1, len(text) // 4)
+
+
+def stash_prompt(router: Any, data: Mapping[str, Any], call_type: str) -> int | None:
+    """Count an embedding's or a Responses request's input with the counter of the model its
+    name routes to first, and keep the count in the request's metadata for admission."""
+    if call_type not in prompt_input.EMBEDDING_CALLS | prompt_input.RESPONSES_CALLS:
+        return None  # chat is counted from its messages: no scan of the router's model list
+    first = first_deployment_per_group(router).get(router_chain(router, str(data.get("model") or ""))[0])
+    model = str((first or {}).get("litellm_params", {}).get("model") or "")
+    tokens = prompt_input.estimate(data, call_type, lambda text: _count_text(model, text))
+    if tokens is None:
+        return None
+    for meta in (data[name] for name in _METADATA if isinstance(data.get(name), dict)):
+        meta[PROMPT_KEY] = PromptTokens(tokens)
+    return tokens
+
+
+def stashed_prompt(data: Mapping[str, Any]) -> int | None:
+    for meta in _metadata_dicts(data):
+        value = meta.get(PROMPT_KEY)
+        if isinstance(value, PromptTokens):
+            return int(value)
+    return None
+
+
+def count_prompt(deployment: Mapping[str, Any], messages: list | None, kwargs: Mapping[str, Any] | None = None) -> int:
+    """The prompt's tokens by LiteLLM's counter for the deployment's model; for a request
+    without `messages`, what the pre-call hook counted of its input (`stash_prompt`)."""
     if not messages:
-        return 1
+        return stashed_prompt(kwargs or {}) or 1
     import litellm  # only inside the proxy; the rest of this module reads plain data
 
     try:

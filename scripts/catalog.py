@@ -211,15 +211,19 @@ def load_provider(path: Path, env: Mapping[str, str] | None = None) -> ProviderC
         caps = raw.get("capabilities") or []
         if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
             raise CatalogError(f"{path}: {entry}: 'capabilities' must be a list of strings")
+        embeds = "embeddings" in caps
+        if embeds and "default_completion_tokens" in raw:
+            # An embedding model generates nothing: admission reserves its input only.
+            raise CatalogError(f"{path}: {entry}: an embeddings model takes no default_completion_tokens")
+        default_completion = _positive_int(
+            path, entry, "default_completion_tokens", raw.get("default_completion_tokens"), 1024
+        )
         models.append(
             ModelEntry(
                 name=str(name),
                 limits=limits,
                 context_window=_positive_int(path, entry, "context_window", raw.get("context_window"), None),
-                default_completion_tokens=_positive_int(
-                    path, entry, "default_completion_tokens", raw.get("default_completion_tokens"), 1024
-                )
-                or 1024,
+                default_completion_tokens=0 if embeds else default_completion or 1024,
                 capabilities=tuple(caps),
                 max_output_tokens=_positive_int(path, entry, "max_output_tokens", raw.get("max_output_tokens"), None),
             )

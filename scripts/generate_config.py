@@ -108,11 +108,11 @@ def _deployment(cat: ProviderCatalog, model: Any, key: Any, api_base_var: str | 
     output_limit = model.max_output_tokens or model.context_window
     if output_limit:
         keypool["max_output_tokens"] = output_limit
-    return {
-        "model_name": cat.group(model.name),
-        "litellm_params": params,
-        "model_info": {"id": f"{cat.group(model.name)}/k{key.index}", "keypool": keypool},
-    }
+    info: dict[str, Any] = {"id": f"{cat.group(model.name)}/k{key.index}", "keypool": keypool}
+    if "embeddings" in model.capabilities:
+        # LiteLLM's model info and health checks call a model by its mode (chat by default).
+        info["mode"] = "embedding"
+    return {"model_name": cat.group(model.name), "litellm_params": params, "model_info": info}
 
 
 def build(env: Mapping[str, str], config_dir: Path) -> Generated:

@@ -70,15 +70,18 @@ async def _call(deployment: dict[str, Any], env: dict[str, str]) -> tuple[Verdic
     base = params.get("api_base")
     info = Deployment.from_deployment(deployment)
     assert info is not None
+    where = {"api_key": api_key, "api_base": env[base.removeprefix("os.environ/")] if base else None}
     try:
-        response = await litellm.acompletion(
-            model=params["model"],
-            api_key=api_key,
-            api_base=env[base.removeprefix("os.environ/")] if base else None,
-            messages=[{"role": "user", "content": "ping"}],
-            max_tokens=probes.MAX_TOKENS,
-            num_retries=0,
-        )
+        if "embeddings" in info.capabilities:  # an embedding model answers no chat
+            response = await litellm.aembedding(model=params["model"], input=["ping"], num_retries=0, **where)
+        else:
+            response = await litellm.acompletion(
+                model=params["model"],
+                messages=[{"role": "user", "content": "ping"}],
+                max_tokens=probes.MAX_TOKENS,
+                num_retries=0,
+                **where,
+            )
         return None, 200, getattr(response, "usage", None)
     except Exception as exc:  # the provider's verdict decides, whatever LiteLLM raised
         status = getattr(exc, "status_code", None)

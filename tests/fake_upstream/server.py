@@ -51,7 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fake_upstream import agents, compat, native
+from tests.fake_upstream import agents, compat, embeddings, native
 
 PROVIDERS: tuple[str, ...] = ("groq", "cerebras", "openrouter", "gemini")
 WINDOWS: tuple[str, ...] = ("rpm", "rph", "rpd", "tpm", "tph", "tpd")
@@ -1099,6 +1099,8 @@ def create_app(upstream: Upstream | None = None) -> Starlette:
     async def gemini(request: Request) -> Response:
         target: str = request.path_params["target"]
         model, _, action = target.rpartition(":")
+        if model and action in embeddings.GEMINI_ACTIONS:
+            return await embeddings.gemini(up, model, action, request)
         if action not in ("generateContent", "streamGenerateContent") or not model:
             msg = f"Invalid method or model: {target}"
             return JSONResponse(_gemini_error(404, "NOT_FOUND", msg), 404)
@@ -1150,6 +1152,7 @@ def create_app(upstream: Upstream | None = None) -> Starlette:
         return JSONResponse({"ok": True})
 
     routes = [
+        *embeddings.routes(up),
         Route("/groq/openai/v1/chat/completions", openai_route("groq"), methods=["POST"]),
         Route("/cerebras/v1/chat/completions", openai_route("cerebras"), methods=["POST"]),
         Route("/openrouter/api/v1/chat/completions", openai_route("openrouter"), methods=["POST"]),
