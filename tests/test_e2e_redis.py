@@ -65,10 +65,11 @@ def start_all(*proxies: Proxy) -> None:
 
 
 class Monitor:
-    """Counts the Redis commands (MONITOR) that name keys under `prefix`, while running."""
+    """Counts the Redis commands (MONITOR) that name quota keys under `prefix` (a bucket's window
+    `w:` or a park `p:`), while running: what admission sends, not the background notes."""
 
     def __init__(self, prefix: str) -> None:
-        self.prefix = prefix.encode()
+        self.prefixes = tuple(f'"{prefix}{kind}'.encode() for kind in ("w:", "park:"))
         self.lines: list[bytes] = []
         self._stop = threading.Event()
         self._sock = socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=0.2)
@@ -87,7 +88,7 @@ class Monitor:
                 return
             buf += chunk
             *done, buf = buf.split(b"\r\n")
-            self.lines += [line for line in done if self.prefix in line]
+            self.lines += [line for line in done if any(p in line for p in self.prefixes)]
 
     def stop(self) -> list[bytes]:
         self._stop.set()

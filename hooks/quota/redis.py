@@ -87,6 +87,10 @@ class RedisBuckets:
         self._raise = self._redis.register_script(_script("raise.lua"))
         self._sum = self._redis.register_script((resources.files("hooks.quota") / "sum.lua").read_text("utf-8"))
 
+    @property
+    def _notes_index(self) -> str:
+        return f"{self._prefix}notes"
+
     def _win_key(self, bucket: str, window: str) -> str:
         return f"{self._prefix}w:{bucket}:{window}"
 
@@ -199,16 +203,26 @@ class RedisBuckets:
 
     async def put_note(self, name: str, text: str, ttl: float) -> None:
         key, ex = f"{self._prefix}note:{name}", max(1, math.ceil(ttl))
-        await self._call("put_note", lambda: self._redis.set(key, text, ex=ex))
+
+        async def run() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.set(key, text, ex=ex)
+            # The index lets `notes` read the notes alone instead of scanning the keyspace
+            # (every instance reads them every second); scored by expiry so it trims itself.
+            pipe.zadd(self._notes_index, {name: time.time() + ex})
+            await pipe.execute()
+
+        await self._call("put_note", run)
 
     async def notes(self, prefix: str) -> dict[str, str]:
         return await self._call("notes", lambda: self._notes(prefix))
 
     async def _notes(self, prefix: str) -> dict[str, str]:
-        head = f"{self._prefix}note:"
-        keys = [k async for k in self._redis.scan_iter(match=head + prefix + "*", count=500)]
-        values = await self._redis.mget(keys) if keys else []
-        return {k[len(head) :]: v for k, v in zip(keys, values, strict=True) if v is not None}
+        now = time.time()
+        await self._redis.zremrangebyscore(self._notes_index, "-inf", now)
+        names = [n for n in await self._redis.zrangebyscore(self._notes_index, now, "+inf") if n.startswith(prefix)]
+        values = await self._redis.mget([f"{self._prefix}note:{n}" for n in names]) if names else []
+        return {n: v for n, v in zip(names, values, strict=True) if v is not None}
 
     async def begin_restore(self, now: float, lease: float) -> RestoreTurn:
         """The markers live under the prefix, exactly as long as the counters they speak for
