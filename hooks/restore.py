@@ -294,6 +294,10 @@ class Restorer:
         self._task: asyncio.Task[None] | None = None
         self._infos: dict[str, Deployment] = {}
         self.attempts = 0
+        # Every attempt names the first one's time as the store's birth: requests admitted after
+        # a first attempt that could not reach the store are in the store already, and a later
+        # birth would restore their ledger rows on top of them.
+        self._first_try: float | None = None
 
     async def first(self, infos: Mapping[str, Deployment]) -> None:
         """Try at once (the first request waits for it): a restart should not admit what the
@@ -314,8 +318,10 @@ class Restorer:
     async def _try(self) -> None:
         """One attempt; never raises (it may run as a background task)."""
         self.attempts += 1
+        if self._first_try is None:
+            self._first_try = time.time()
         try:
-            turn = await self._store.begin_restore(time.time(), RESTORE_LEASE)
+            turn = await self._store.begin_restore(self._first_try, RESTORE_LEASE)
         except Exception as exc:  # the store itself is away: the next request tries again later
             self._later(exc)
             return

@@ -3,6 +3,7 @@ real ledger (SQLite) and store (in memory)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Iterator
@@ -205,6 +206,38 @@ async def test_restore_with_the_ledger_away_changes_nothing_and_is_retried(tmp_p
     await store.end_restore(False)
     restorer.close()
     away.close()
+
+
+async def test_the_store_is_born_at_the_first_attempt_even_when_that_one_could_not_reach_it(
+    ledger: UsageStore,
+) -> None:
+    """Requests admitted after a first attempt that failed are in the store: a birth set by a
+    later attempt would restore their rows on top of them (counted twice)."""
+
+    class AwayOnce(MemoryBuckets):
+        calls = 0
+
+        async def begin_restore(self, now: float, lease: float):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("store away")
+            return await super().begin_restore(now, lease)
+
+    store = AwayOnce()
+    dep = info(1, {"rpd": 100})
+    restorer = Restorer(store, ledger, shared=True)
+    before = time.time()
+    await restorer.first(infos(dep))
+    assert not restorer.done
+    restorer.close()
+    admitted_meanwhile = time.time()
+    ledger.record(row(admitted_meanwhile, 1, "served-while-away"))  # its row, already in the store
+    await asyncio.sleep(0.05)  # the retry comes later
+    await restorer._try()
+    assert restorer.done and store.calls == 2
+    assert await rpd_used(store, dep, admitted_meanwhile + 1) == 0
+    assert (await store.begin_restore(time.time(), 60)).done
+    assert before <= restorer._first_try <= admitted_meanwhile  # type: ignore[operator]
 
 
 async def test_a_store_restored_by_another_process_is_left_alone(ledger: UsageStore) -> None:
