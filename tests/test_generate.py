@@ -199,3 +199,24 @@ def test_main_in_process_reports_errors(tmp_path: Path, capsys: pytest.CaptureFi
     env_file.write_text("NUM_GROQ=x\n")
     assert main(["--env-file", str(env_file), "--output", str(tmp_path / "o.yaml")]) == 2
     assert "NUM_GROQ='x'" in capsys.readouterr().err
+
+
+SHIPPED = sorted(p.stem for p in (ROOT / "config").glob("*.yaml") if p.stem != "aliases")
+
+
+def test_one_env_pools_every_shipped_provider(tmp_path: Path) -> None:
+    """Issue 15's promise: keys of all the shipped providers in one .env, one config."""
+    assert len(SHIPPED) >= 11
+    env = pool_env(UP, {p: 2 for p in SHIPPED})
+    code, out, path = _gen(tmp_path, env)
+    assert code == 0, out
+    cfg = yaml.safe_load(path.read_text())
+    providers = {m["model_info"]["keypool"]["provider"] for m in cfg["model_list"]}
+    assert providers == set(SHIPPED)
+    for provider in SHIPPED:
+        catalog = yaml.safe_load((ROOT / "config" / f"{provider}.yaml").read_text())
+        mine = [m for m in cfg["model_list"] if m["model_info"]["keypool"]["provider"] == provider]
+        assert len(mine) == 2 * len(catalog["models"]), provider
+        assert {m["model_info"]["keypool"]["key_index"] for m in mine} == {1, 2}
+    for value in (v for k, v in env.items() if "_API_KEY_" in k):
+        assert value not in path.read_text() and value not in out
