@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.fake_upstream import FakeUpstream
-from tests.support import Proxy, key_value, pool_env, write_catalogs
+from tests.support import ROOT, Proxy, key_value, pool_env, write_catalogs
 from tests.test_e2e_cooldowns import events
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +63,17 @@ ACME_CATALOG = {
 }
 
 
+# Every other shipped provider, one key each in the same pool: one .env, every catalog.
+SHIPPED = sorted(p.stem for p in (ROOT / "config").glob("*.yaml") if p.stem != "aliases")
+OTHERS = [p for p in SHIPPED if p not in GROUPS]
+
+
+def first_chat_group(provider: str) -> str:
+    catalog = yaml.safe_load((ROOT / "config" / f"{provider}.yaml").read_text())
+    name = next(m for m, spec in catalog["models"].items() if "chat" in (spec.get("capabilities") or ["chat"]))
+    return f"{provider}/{name}"
+
+
 TRIAL = "trial"
 TRIAL_GROUP = f"{TRIAL}/trial-chat"
 MONTHLY = 3
@@ -99,7 +110,7 @@ def proxy(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> I
         keys[key_value(provider, 2, PREFIX)] = {"owner": owners[provider][2], "mode": "minute_limited"}
         keys[key_value(provider, 3, PREFIX)] = {"owner": owners[provider][3], "mode": "dead"}
     upstream.configure(keys=keys)
-    env = pool_env(upstream.url, {**dict.fromkeys(GROUPS, 3), TRIAL: 1}, owners, PREFIX)
+    env = pool_env(upstream.url, {**dict.fromkeys(GROUPS, 3), TRIAL: 1, **dict.fromkeys(OTHERS, 1)}, owners, PREFIX)
     with Proxy(root, env, config) as running:
         yield running
 
@@ -129,6 +140,19 @@ def served_by(upstream: FakeUpstream, provider: str) -> list[dict[str, Any]]:
         for r in upstream.stats()["requests"]
         if r["provider"] == provider and r["key"].startswith(f"{PREFIX}-") and r["status"] == 200
     ]
+
+
+def test_one_pool_of_every_shipped_provider_serves_each_of_them(proxy: Proxy, upstream: FakeUpstream) -> None:
+    """One .env with keys of all eleven shipped providers (and the fixture's): a request to each
+    is served through its own wire format (Anthropic's and Cohere's native APIs included)."""
+    assert len(SHIPPED) >= 11 and set(GROUPS) - {TWELFTH} <= set(SHIPPED)
+    client = proxy.client()
+    for provider in OTHERS:
+        reply = client.chat.completions.create(
+            model=first_chat_group(provider), messages=[{"role": "user", "content": "hi"}], max_tokens=16
+        )
+        assert reply.choices[0].message.content, provider
+        assert served_by(upstream, provider), provider
 
 
 @pytest.mark.parametrize("provider", list(GROUPS))
