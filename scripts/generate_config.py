@@ -162,8 +162,14 @@ def build(env: Mapping[str, str], config_dir: Path) -> Generated:
         "retry_after": 0,
         # LiteLLM never retries a 400, but some providers report a dead key or restricted
         # organisation as one: let 400s retry, and keypool's filter answers a genuine client
-        # error at once on the retry, so it reaches no other key.
-        "retry_policy": {"BadRequestErrorRetries": min(retries, BAD_REQUEST_RETRIES)},
+        # error at once on the retry, so it reaches no other key. A request whose first failure
+        # was a 429 or a 401 follows the same rule: LiteLLM takes the first failure's policy for
+        # the whole request and, without one, stops at a later 400 (xAI's dead key after a 429).
+        "retry_policy": {
+            "BadRequestErrorRetries": min(retries, BAD_REQUEST_RETRIES),
+            "RateLimitErrorRetries": retries,
+            "AuthenticationErrorRetries": retries,
+        },
         # keypool owns cooldowns (it reads the provider's error body, LiteLLM does not), and
         # LiteLLM's re-cool keeps the shorter deadline, so its own would only fight ours.
         "disable_cooldowns": True,

@@ -60,7 +60,9 @@ def test_one_deployment_per_key_per_model_and_no_key_values(tmp_path: Path) -> N
     assert orr["model_info"]["keypool"]["limits"] == {"rpm": 20, "rpd": 50}
     rs = cfg["router_settings"]
     assert rs["routing_strategy"] == "simple-shuffle" and rs["disable_cooldowns"] is True
-    assert rs["num_retries"] == 3 and rs["retry_policy"] == {"BadRequestErrorRetries": 3}
+    assert rs["num_retries"] == 3
+    policy = {"BadRequestErrorRetries": 3, "RateLimitErrorRetries": 3, "AuthenticationErrorRetries": 3}
+    assert rs["retry_policy"] == policy
     assert rs["model_group_alias"]["llama-3.3-70b"] == "groq/llama-3.3-70b-versatile"
     assert {"llama-3.3-70b": ["openrouter/meta-llama/llama-3.3-70b-instruct:free"]} in rs["fallbacks"]
     assert cfg["litellm_settings"]["disable_hf_tokenizer_download"] is True
