@@ -82,12 +82,15 @@ def test_a_patch_replaces_what_has_the_signature_it_expects_once() -> None:
 def keypool_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """keypool's log lines (its logger does not propagate once the hook configured it)."""
     logger = logging.getLogger("keypool")
+    propagate = logger.propagate
+    logger.propagate = False  # one copy of each line, whichever test configured the logger first
     logger.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.WARNING, logger="keypool"):
             yield caplog
     finally:
         logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
 
 
 @pytest.mark.parametrize(
