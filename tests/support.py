@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -187,3 +189,13 @@ class Proxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def events(proxy: Proxy, event: str = "upstream_failure") -> list[dict]:
+    """keypool's structured log lines named `event` (hooks/logs.py), from the proxy's log."""
+    out = []
+    for line in proxy.log_text().splitlines():
+        m = re.search(r"keypool \w+ (\{.*\})$", line)
+        if m and (data := json.loads(m.group(1))).get("event") == event:
+            out.append(data)
+    return out

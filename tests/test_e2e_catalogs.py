@@ -21,8 +21,7 @@ import pytest
 import yaml
 
 from tests.fake_upstream import FakeUpstream
-from tests.support import ROOT, Proxy, key_value, pool_env, write_catalogs
-from tests.test_e2e_cooldowns import events
+from tests.support import ROOT, Proxy, events, key_value, pool_env, write_catalogs
 
 pytestmark = pytest.mark.e2e
 

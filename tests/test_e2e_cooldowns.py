@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -14,24 +13,13 @@ import pytest
 
 from hooks.windows import ResetRule, next_reset
 from tests.fake_upstream import FakeUpstream
-from tests.support import ROOT, Proxy, key_value, pool_env, write_catalogs
+from tests.support import ROOT, Proxy, events, key_value, pool_env, write_catalogs
 
 pytestmark = pytest.mark.e2e
 
 GROQ = "groq/llama-3.3-70b-versatile"
 GEMINI = "gemini/gemini-2.5-flash"
 OPENROUTER = "openrouter/meta-llama/llama-3.3-70b-instruct:free"
-
-
-def events(proxy: Proxy, event: str = "upstream_failure") -> list[dict]:
-    out = []
-    for line in proxy.log_text().splitlines():
-        m = re.search(r"keypool \w+ (\{.*\})$", line)
-        if m:
-            data = json.loads(m.group(1))
-            if data.get("event") == event:
-                out.append(data)
-    return out
 
 
 def roomy(tmp_path: Path, provider: str, model: str) -> Path:

@@ -11,7 +11,6 @@ production.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from hooks.deployment import Deployment
 from hooks.ledger import make_engine, usage_table
 from hooks.quota import RedisBuckets, plan
 from tests.fake_upstream import FakeUpstream
-from tests.support import LITELLM, ROOT, Proxy, free_port, key_value, pool_env, write_catalogs
+from tests.support import LITELLM, ROOT, Proxy, events, free_port, key_value, pool_env, write_catalogs
 
 pytestmark = pytest.mark.e2e
 
@@ -89,15 +88,6 @@ def http(proxy: Proxy, method: str, path: str, key: str | None = ADMIN, **kw: ob
 
 def client(proxy: Proxy, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=key, max_retries=0)
-
-
-def events(proxy: Proxy, event: str = "upstream_failure") -> list[dict]:
-    out = []
-    for line in proxy.log_text().splitlines():
-        m = re.search(r"keypool \w+ (\{.*\})$", line)
-        if m and (data := json.loads(m.group(1))).get("event") == event:
-            out.append(data)
-    return out
 
 
 def upstream_requests(upstream: FakeUpstream, key: str | None = None) -> list[dict]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import yaml
 
 from tests.fake_upstream import FakeUpstream
 from tests.ledgers import temp_ledger
-from tests.support import MASTER_KEY, ROOT, Proxy, key_value, pool_env, write_catalogs
+from tests.support import MASTER_KEY, ROOT, Proxy, events, key_value, pool_env, write_catalogs
 
 pytestmark = pytest.mark.e2e
 
@@ -132,15 +131,6 @@ class Traffic:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
-
-
-def events(proxy: Proxy, event: str) -> list[dict]:
-    out = []
-    for line in proxy.log_text().splitlines():
-        m = re.search(r"keypool \w+ (\{.*\})$", line)
-        if m and (data := json.loads(m.group(1))).get("event") == event:
-            out.append(data)
-    return out
 
 
 def wait_for(check, seconds: float, what: str):  # type: ignore[no-untyped-def]

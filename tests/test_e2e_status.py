@@ -29,7 +29,7 @@ import yaml
 from hooks import windows
 from tests.fake_upstream import FakeUpstream
 from tests.ledgers import Ledger, temp_ledger
-from tests.support import MASTER_KEY, ROOT, Proxy, key_value, pool_env, write_catalogs
+from tests.support import MASTER_KEY, ROOT, Proxy, events, key_value, pool_env, write_catalogs
 
 pytestmark = pytest.mark.e2e
 
@@ -105,15 +105,6 @@ def fingerprints(proxy: Proxy) -> dict[int, str]:
         d["model_info"]["keypool"]["key_index"]: d["model_info"]["keypool"]["key_fingerprint"]
         for d in proxy.generated.config["model_list"]
     }
-
-
-def events(proxy: Proxy, event: str) -> list[dict]:
-    out = []
-    for line in proxy.log_text().splitlines():
-        m = re.search(r"keypool \w+ (\{.*\})$", line)
-        if m and (data := json.loads(m.group(1))).get("event") == event:
-            out.append(data)
-    return out
 
 
 def chat(proxy: Proxy, model: str = GROUP) -> None:

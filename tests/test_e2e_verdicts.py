@@ -19,8 +19,7 @@ import openai
 import pytest
 
 from tests.fake_upstream import FakeUpstream
-from tests.support import MASTER_KEY, Proxy, key_value, pool_env, write_catalogs
-from tests.test_e2e_cooldowns import events
+from tests.support import MASTER_KEY, Proxy, events, key_value, pool_env, write_catalogs
 
 pytestmark = pytest.mark.e2e
 
